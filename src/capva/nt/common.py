@@ -67,6 +67,8 @@ def normalize_timestamp(timestamp: TimestampLike) -> tuple[int, int]:
         sec, frac = divmod(float(timestamp), 1.0)
         return int(sec), int(frac * 1e9)
     try:
+        if isinstance(timestamp, (str, bytes)):  # '12' would otherwise pass as (1, 2)
+            raise TypeError
         sec, ns = timestamp[0], timestamp[1]  # type: ignore[index]
     except (TypeError, IndexError, KeyError):
         raise TypeError(

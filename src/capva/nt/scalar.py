@@ -116,6 +116,33 @@ class ntstringarray(ntwrappercommon, list):
     """A ``list`` of ``str`` carrying the NT attributes."""
 
 
+#: element type code -> numpy dtype, for the empty arrays that Values report as None
+_CODE2DTYPE = {
+    "?": numpy.bool_,
+    "b": numpy.int8,
+    "B": numpy.uint8,
+    "h": numpy.int16,
+    "H": numpy.uint16,
+    "i": numpy.int32,
+    "I": numpy.uint32,
+    "l": numpy.int64,
+    "L": numpy.uint64,
+    "f": numpy.float32,
+    "d": numpy.float64,
+}
+
+
+def _empty_array(value: PVValue) -> numpy.ndarray | None:
+    """An empty array of the dtype of ``value.value`` if that is a numeric array field, else None."""
+    try:
+        code = value.type()["value"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if isinstance(code, str) and code[:1] == "a" and code[1:] in _CODE2DTYPE:
+        return numpy.zeros(0, dtype=_CODE2DTYPE[code[1:]])
+    return None
+
+
 def _metaHelper(
     F: list[FieldSpec],
     valtype: str,
@@ -267,6 +294,10 @@ class NTScalar(NTBase):
         if not isinstance(value, Value):
             raise TypeError(f"NTScalar.unwrap() expects a Value, not {value!r}")
         V = value.value
+        if V is None:
+            # an empty numeric array reads back as None (p4p's unwrap then raises ValueError,
+            # so a get() of an empty waveform fails there); give an empty array of the right dtype
+            V = _empty_array(value)
         try:
             T = klass.typeMap[type(V)]
         except KeyError:

@@ -32,7 +32,7 @@ against the bytes actually present before anything is allocated.
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -103,15 +103,18 @@ _NATIVE_LE = np.little_endian
 # -- Status -------------------------------------------------------------------------------
 
 
-class Status(NamedTuple):
-    """Operation status: code 0 OK, 1 WARNING, 2 ERROR, 3 FATAL (§2.3)."""
+class Status:
+    """Operation status (§2.3): code 0 OK, 1 WARNING, 2 ERROR, 3 FATAL, with message and
+    stack trace.  ``Status.OK`` is the shared success value (``ff`` on the wire)."""
 
-    code: int = 0
-    message: str = ""
-    trace: str = ""
-
-    OK_CODE = 0
+    __slots__ = ("code", "message", "trace")
     NAMES = ("OK", "WARNING", "ERROR", "FATAL")
+    OK: Status
+
+    def __init__(self, code: int = 0, message: str = "", trace: str = ""):
+        self.code = code
+        self.message = message
+        self.trace = trace
 
     @property
     def ok(self) -> bool:
@@ -126,8 +129,22 @@ class Status(NamedTuple):
     def error(cls, message: str, trace: str = "") -> Status:
         return cls(2, message, trace)
 
+    def __iter__(self):
+        return iter((self.code, self.message, self.trace))
 
-Status.OK = Status()  # type: ignore[attr-defined]
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Status):
+            return NotImplemented
+        return (self.code, self.message, self.trace) == (other.code, other.message, other.trace)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message, self.trace))
+
+    def __repr__(self) -> str:
+        return f"Status({self.name}, {self.message!r}, {self.trace!r})"
+
+
+Status.OK = Status()
 
 
 def encode_status(st: Status | None, be: bool) -> bytes:
@@ -142,7 +159,7 @@ def decode_status(buf, pos: int, be: bool) -> tuple[Status, int]:
     except IndexError:
         raise DecodeError(f"truncated: Status expected at offset {pos}") from None
     if c == 0xFF:
-        return Status.OK, pos + 1  # type: ignore[attr-defined]
+        return Status.OK, pos + 1
     if c > 3:
         raise DecodeError(f"invalid Status type {c} at offset {pos}")
     try:
@@ -504,7 +521,8 @@ def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tupl
         if n > len(buf) - pos:
             raise DecodeError(f"array claims {n} elements, only {len(buf) - pos} bytes left")
         et = t.elem
-        out: list = []
+        out: list[Any] = []
+        e: Any
         for _ in range(n):
             flag = buf[pos]
             pos += 1
@@ -612,7 +630,7 @@ def _selected_leaves(T: Type, mask: int) -> list[int]:
     """Indices of the leaves (non-struct nodes) serialized for ``mask``, in wire order."""
     nodes = T._nodes
     span = T._span
-    out = []
+    out: list[int] = []
     i = 0
     n = len(nodes)
     while i < n:
@@ -674,7 +692,7 @@ def _plan(T: Type, mask: int, be: bool, enc: bool):
     exec(compile(src, f"<capva plan {T.getID()} mask={mask:#x}>", "exec"), env)
     fn = env["fn"]
     if len(T._cache) > _PLAN_LIMIT:
-        for k in [k for k in T._cache if isinstance(k, tuple)]:
-            del T._cache[k]
+        for old in [c for c in T._cache if isinstance(c, tuple)]:
+            del T._cache[old]
     T._cache[key] = fn
     return fn

@@ -48,14 +48,14 @@ from .._wire import (
     encode_size,
     encode_string,
 )
-from .codec import (
+from .codec import (  # no public full-value codec for non-structures (ARRAY)
     Status,
-    decode_full,
+    _dec_node,
+    _enc_node,
     decode_partial,
     decode_status,
     decode_type,
     decode_typed_value,
-    encode_full,
     encode_partial,
     encode_status,
     encode_type,
@@ -979,6 +979,19 @@ class _OpReply(_Message):
         return b""
 
 
+def _decode_any(T: Any, buf, pos: int, be: bool, cache: dict) -> tuple[tuple[Any, Any], int]:
+    """Full value of any type (ARRAY data: a scalar/struct/union/any array) -> ``(T, v)``,
+    the codec's convention for typed non-structure values."""
+    v, pos = _dec_node(T, buf, pos, be, cache, 0)
+    return (T, v), pos
+
+
+def _encode_any(tv: tuple[Any, Any], be: bool, cache: Any) -> bytes:
+    out: list = []
+    _enc_node(tv[0], tv[1], be, out, cache)
+    return b"".join(out)
+
+
 def _partial(value: Any, mask: int | None) -> int:
     return value_mask(value) if mask is None else mask
 
@@ -1173,7 +1186,7 @@ class ArrayRequest(_OpRequest):
         else:
             self.offset, pos = decode_size(buf, pos, be)
             self.stride, pos = decode_size(buf, pos, be)
-            self.array, pos = decode_full(_need_type(type(self), optype), buf, pos, be, cache)
+            self.array, pos = _decode_any(_need_type(type(self), optype), buf, pos, be, cache)
         return pos
 
     def _encode_payload(self, be, cache):
@@ -1187,7 +1200,7 @@ class ArrayRequest(_OpRequest):
         if sub & SUB_PROCESS:
             return b""
         return (
-            encode_size(self.offset, be) + encode_size(self.stride, be) + encode_full(self.array, be, cache)
+            encode_size(self.offset, be) + encode_size(self.stride, be) + _encode_any(self.array, be, cache)
         )
 
 
@@ -1435,7 +1448,7 @@ class ArrayReply(_OpReply):
     def _decode_data(self, buf, pos, be, cache, optype):
         sub = self.subcmd
         if sub & SUB_GET:
-            self.array, pos = decode_full(_need_type(type(self), optype), buf, pos, be, cache)
+            self.array, pos = _decode_any(_need_type(type(self), optype), buf, pos, be, cache)
         elif sub & SUB_PROCESS:
             self.length, pos = decode_size(buf, pos, be)
         elif sub & SUB_INIT:
@@ -1445,7 +1458,7 @@ class ArrayReply(_OpReply):
     def _encode_data(self, be, cache):
         sub = self.subcmd
         if sub & SUB_GET:
-            return encode_full(self.array, be, cache)
+            return _encode_any(self.array, be, cache)
         if sub & SUB_PROCESS:
             return encode_size(self.length, be)
         if sub & SUB_INIT:

@@ -23,9 +23,9 @@ raises ``TypeError``/``ValueError``/``OverflowError`` naming the field and its t
 from __future__ import annotations
 
 import math
-import warnings
 import re
 import struct
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -192,7 +192,8 @@ def _conv_float(x: Any, name: str) -> float:
 
 
 def _fmt_g(v: float) -> str:
-    return "%g" % v
+    """C printf ``%g``: how pvxs prints floating point numbers (6 significant digits)."""
+    return "%g" % v  # noqa: UP031 - printf semantics are the point
 
 
 def _conv_str(x: Any, name: str) -> str:
@@ -810,7 +811,7 @@ class Value:
             keys = self._T.keys()
             if keys:
                 parts.append(repr(self.get(keys[0])))
-        return "Value(%s)" % ", ".join(parts)
+        return "Value({})".format(", ".join(parts))
 
     def __eq__(self, other: object) -> bool:
         """Equal type and equal contents (p4p compares identity; content is more useful)."""
@@ -981,7 +982,7 @@ def _fmt_array(code: str, v: Any) -> str:
         body = ", ".join(_fmt_g(float(e)) for e in v)
     else:
         body = ", ".join(str(int(e)) for e in v)
-    return "{%d}[%s]" % (len(v), body)
+    return f"{{{len(v)}}}[{body}]"
 
 
 def _value_lines(T: Type, V: Value, depth: int, name: str, out: list[str]) -> None:
