@@ -30,7 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Record", "parse_dump", "parse_vectors", "literal", "split_annotations"]
+__all__ = [
+    "Record",
+    "parse_dump",
+    "parse_vectors",
+    "literal",
+    "split_annotations",
+    "format_type",
+    "format_status",
+    "format_addr",
+    "flatten",
+    "leaf_values",
+    "whole_repr",
+    "same",
+]
 
 _TS_HDR = re.compile(r"^(?P<ts>\d+\.\d+) (?P<src>\S+) -> (?P<dst>\S+)\s+(?P<rest>.*)$")
 _RAW_HDR = re.compile(r"^(?P<transport>UDP|TCP) (?P<dir>C->S|S->C) (?P<rest>.*)$")
@@ -273,5 +286,153 @@ def parse_vectors(path: str | Path) -> list[Record]:
     return out
 
 
-def is_nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
+# -- the dumper's notation, reproduced from decoded capva objects ----------------------------
+
+_TYPE_NAMES = {
+    "?": "bool",
+    "b": "int8",
+    "B": "uint8",
+    "h": "int16",
+    "H": "uint16",
+    "i": "int32",
+    "I": "uint32",
+    "l": "int64",
+    "L": "uint64",
+    "f": "float32",
+    "d": "float64",
+    "s": "string",
+    "v": "any",
+}
+
+
+def type_name(T: Any) -> str:
+    """Name of a non-compound type as the dumper prints it: ``float64``, ``string[]``."""
+    code = T.code
+    if len(code) == 2 and code[0] == "a":
+        return _TYPE_NAMES[code[1]] + "[]"
+    return _TYPE_NAMES[code]
+
+
+def _type_lines(T: Any, name: str, depth: int, out: list[str]) -> None:
+    ind = "  " * depth
+    suffix = f" {name}" if name else ""
+    code = T.code
+    if code in ("S", "U", "aS", "aU"):
+        node = T.elem if code in ("aS", "aU") else T
+        kw = {"S": "struct", "U": "union", "aS": "struct[]", "aU": "union[]"}[code]
+        head = kw + (f' "{node.id}"' if node.id else "")
+        out.append(f"{ind}{head} {{")
+        for n, child in node.members:
+            _type_lines(child, n, depth + 1, out)
+        out.append(f"{ind}}}{suffix}")
+    else:
+        out.append(f"{ind}{type_name(T)}{suffix}")
+
+
+def format_type(T: Any, inline: bool = False) -> str:
+    """A Type the way the dumps print it: multi-line after ``type=`` headers, or joined
+    with single spaces when inline (``pvRequest type=struct {   struct {   } field }``)."""
+    if T is None:
+        return "None"
+    lines: list[str] = []
+    _type_lines(T, "", 0, lines)
+    return " ".join(lines) if inline else "\n".join(lines)
+
+
+def format_status(st: Any) -> tuple:
+    """``('OK',)`` for plain success (``ff``), else ``(name, message, trace)``."""
+    if st.code == 0 and not st.message and not st.trace:
+        return ("OK",)
+    return (("OK", "WARNING", "ERROR", "FATAL")[st.code], st.message, st.trace)
+
+
+def format_addr(addr: bytes) -> str:
+    """IPv4-mapped -> dotted quad; anything else (e.g. all zeros) -> 32 hex digits."""
+    if addr[:12] == bytes(10) + b"\xff\xff":
+        return ".".join(str(b) for b in addr[12:])
+    return addr.hex()
+
+
+def flatten(T: Any) -> list[tuple[str, Any, int]]:
+    """Depth-first pre-order ``(path, Type, span)`` of a structure; index = PVA bit number."""
+    out: list[tuple[str, Any, int]] = []
+
+    def walk(t: Any, path: str) -> None:
+        i = len(out)
+        out.append((path, t, 1))
+        if t.code == "S":
+            for n, c in t.members:
+                walk(c, f"{path}.{n}" if path else n)
+        out[i] = (path, t, len(out) - i)
+
+    walk(T, "")
+    return out
+
+
+def _stored(V: Any, path: str) -> Any:
+    """The stored form of a union/any field: ``(selector, value)`` / ``(Type, value)``.
+
+    p4p's public API returns only the selected member's value, so the tests read capva's
+    storage here to see *which* member (or which type) the wire carried."""
+    return V._s.vals[V._b + V._T._paths[path]]
+
+
+def _plain(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return x
+
+
+def whole_repr(V: Any, T: Any = None, path: str = "") -> Any:
+    """The dumper's ``'<whole>'`` notation: structs as dicts, unions as ``{'->member': v}``,
+    any as ``('any', typename, v)``."""
+    T = V.type() if T is None else T
+    out = {}
+    for n, child in T.members:
+        p = f"{path}.{n}" if path else n
+        code = child.code
+        if code == "S":
+            out[n] = whole_repr(V, child, p)
+        elif code == "U":
+            sv = _stored(V, p)
+            out[n] = None if sv is None else {"->" + child.members[sv[0]][0]: _plain(sv[1])}
+        elif code == "v":
+            sv = _stored(V, p)
+            out[n] = None if sv is None else ("any", type_name(sv[0]), _plain(sv[1]))
+        else:
+            out[n] = _plain(V[p])
+    return out
+
+
+def leaf_values(V: Any, mask: int) -> dict[str, Any]:
+    """The dumper's ``values={...}``: dotted leaf -> value for every leaf under a set bit
+    (a set parent covers its children; bit 0 prints as ``'<whole>'``)."""
+    flat = flatten(V.type())
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(flat):
+        path, t, span = flat[i]
+        if not mask >> i & 1:
+            i += 1
+            continue
+        if i == 0:
+            out["<whole>"] = whole_repr(V)
+        elif t.code == "S":
+            for p, lt, _ in flat[i : i + span]:
+                if lt.code != "S":
+                    out[p] = _plain(V[p])
+        else:
+            out[path] = _plain(V[path])
+        i += span
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality where nan equals nan (the dumps print ``nan`` limits)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(a == b)

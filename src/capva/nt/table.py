@@ -7,8 +7,9 @@ rows, so ``wrap()`` takes a list of row dicts and ``unwrap()`` returns one ``Ord
     >>> V = T.wrap([{'A': 1, 'B': 'one'}, {'A': 2, 'B': 'two'}])
     >>> V.value.A, V.value.B, V.labels
     (array([1, 2], dtype=int32), ['one', 'two'], ['A', 'B'])
-    >>> NTTable.unwrap(V)
-    [OrderedDict([('A', 1), ('B', 'one')]), OrderedDict([('A', 2), ('B', 'two')])]
+    >>> rows = NTTable.unwrap(V)
+    >>> list(rows[1].items())          # numeric cells are numpy scalars, as in p4p
+    [('A', np.int32(2)), ('B', 'two')]
 
 ``wrap()`` also takes the columns directly, as a mapping ``{'A': [1, 2], 'B': ['one', 'two']}``
 (p4p raises ``TypeError`` for that input).

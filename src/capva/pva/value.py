@@ -258,6 +258,8 @@ def _array_converter(code: str):
             raise ValueError(f"field {name!r} ({cname}): {e}") from None
         if a.ndim != 1:
             raise AssignError(f"field {name!r} ({cname}): only a 1-d array can be assigned, not {a.ndim}-d")
+        if a.dtype.char != dt.char:  # e.g. 'q' vs 'l': same layout, p4p reports the canonical one
+            a = a.view(dt)
         a.flags.writeable = False
         return a
 
@@ -358,7 +360,8 @@ def convert_node(t: Type, x: Any, name: str, cur: Any = None) -> Any:
     if code == "av":
         if isinstance(x, (str, bytes, Mapping)) or not hasattr(x, "__iter__"):
             raise AssignError(f"field {name!r} (any[]): must assign a sequence, not {type(x).__name__}")
-        return [_infer(v, name) for v in x]
+        # None (a null element) is representable on the wire, so unlike p4p we accept it
+        return [None if v is None else _infer(v, name) for v in x]
     raise TypeError(f"field {name!r}: cannot assign to a field of type {t.code!r}")
 
 
@@ -872,11 +875,11 @@ def _get_array(v):
 
 
 def _get_sel(v):
-    return None if v is None else v[1]
+    return None if v is None else _GETTERS_ITEM(v[1])
 
 
 def _get_list_sel(v):
-    return [None if e is None else e[1] for e in v]
+    return [None if e is None else _GETTERS_ITEM(e[1]) for e in v]
 
 
 _GETTERS: dict[str, Any] = {c: (lambda v: v) for c in DEFAULTS}
