@@ -50,7 +50,12 @@ def scalar_update() -> dict[str, float]:
 
     enc_full = best(post_and_encode, 20000)
     dec = best(lambda: decode_partial(T, wire, 0, False, cache), 20000)
-    return {"encode_us": enc * 1e6, "assign_encode_us": enc_full * 1e6, "decode_us": dec * 1e6, "bytes": len(wire)}
+    return {
+        "encode_us": enc * 1e6,
+        "assign_encode_us": enc_full * 1e6,
+        "decode_us": dec * 1e6,
+        "bytes": len(wire),
+    }
 
 
 def big_array() -> dict[str, float]:
@@ -83,13 +88,25 @@ def main() -> int:
     b = big_array()
     print("capva codec benchmark (best of 7 repeats)")
     print(f"(a) NTScalar double update, {a['bytes']} bytes on the wire")
-    print(f"    encode              {a['encode_us']:7.2f} µs/op   target <= 5 µs   ({a['encode_us'] / 5:.2f} of target)")
-    print(f"    assign+encode+clear {a['assign_encode_us']:7.2f} µs/op   (informational: a server's whole post)")
-    print(f"    decode              {a['decode_us']:7.2f} µs/op   target <= 10 µs  ({a['decode_us'] / 10:.2f} of target)")
+    print(
+        f"    encode              {a['encode_us']:7.2f} µs/op   target <= 5 µs   ({a['encode_us'] / 5:.2f} of target)"
+    )
+    print(
+        f"    assign+encode+clear {a['assign_encode_us']:7.2f} µs/op   (informational: a server's whole post)"
+    )
+    print(
+        f"    decode              {a['decode_us']:7.2f} µs/op   target <= 10 µs  ({a['decode_us'] / 10:.2f} of target)"
+    )
     print("(b) NTScalarArray float64[1,000,000] value (8 MB)")
-    print(f"    encode LE           {b['encode_MBps']:9.0f} MB/s  ({b['encode_ms']:.2f} ms)  target >= 2000 MB/s")
-    print(f"    decode LE bytearray {b['decode_bytearray_MBps']:9.0f} MB/s  ({b['decode_bytearray_ms']:.2f} ms)  target >= 2000 MB/s")
-    print(f"    decode LE bytes     {b['decode_bytes_MBps']:9.0f} MB/s  (zero-copy view of an immutable message)")
+    print(
+        f"    encode LE           {b['encode_MBps']:9.0f} MB/s  ({b['encode_ms']:.2f} ms)  target >= 2000 MB/s"
+    )
+    print(
+        f"    decode LE bytearray {b['decode_bytearray_MBps']:9.0f} MB/s  ({b['decode_bytearray_ms']:.2f} ms)  target >= 2000 MB/s"
+    )
+    print(
+        f"    decode LE bytes     {b['decode_bytes_MBps']:9.0f} MB/s  (zero-copy view of an immutable message)"
+    )
     print(f"    encode BE (swap)    {b['encode_be_MBps']:9.0f} MB/s")
     print(f"    decode BE (swap)    {b['decode_be_MBps']:9.0f} MB/s")
     ok = (

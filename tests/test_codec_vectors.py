@@ -42,11 +42,31 @@ def ntscalar(code: str) -> Type:
 
 
 NTSA_HEX = (
-    "80" + s("epics:nt/NTScalarArray:1.0") + "03"
-    + s("value") + "4b"
-    + s("alarm") + "80" + s("alarm_t") + "03" + s("severity") + "22" + s("status") + "22" + s("message") + "60"
-    + s("timeStamp") + "80" + s("time_t") + "03" + s("secondsPastEpoch") + "23" + s("nanoseconds") + "22"
-    + s("userTag") + "22"
+    "80"
+    + s("epics:nt/NTScalarArray:1.0")
+    + "03"
+    + s("value")
+    + "4b"
+    + s("alarm")
+    + "80"
+    + s("alarm_t")
+    + "03"
+    + s("severity")
+    + "22"
+    + s("status")
+    + "22"
+    + s("message")
+    + "60"
+    + s("timeStamp")
+    + "80"
+    + s("time_t")
+    + "03"
+    + s("secondsPastEpoch")
+    + "23"
+    + s("nanoseconds")
+    + "22"
+    + s("userTag")
+    + "22"
 )
 
 
@@ -102,10 +122,22 @@ SIMPLE = Type(
 @pytest.mark.parametrize(
     "field, value, wire",
     [
-        ("value", [1, 0xDEADBEEF, 2], "0102" + "03" + "0000000000000001" + "00000000deadbeef" + "0000000000000002"),
-        ("arbitrary.sarr", [{"value": 0xDEADBEEF}, {"value": 0x1BADFACE}, None], "014003" + "01deadbeef" + "011badface" + "00"),
+        (
+            "value",
+            [1, 0xDEADBEEF, 2],
+            "0102" + "03" + "0000000000000001" + "00000000deadbeef" + "0000000000000002",
+        ),
+        (
+            "arbitrary.sarr",
+            [{"value": 0xDEADBEEF}, {"value": 0x1BADFACE}, None],
+            "014003" + "01deadbeef" + "011badface" + "00",
+        ),
         ("choice", ("b", "test"), "02000201" + s("test")),
-        ("achoice", [("x", "theX"), ("y", "theY"), None], "020004" + "03" + "0100" + s("theX") + "0101" + s("theY") + "00"),
+        (
+            "achoice",
+            [("x", "theX"), ("y", "theY"), None],
+            "020004" + "03" + "0100" + s("theX") + "0101" + s("theY") + "00",
+        ),
         ("any", ("I", 0x600DF00D), "018026600df00d"),
         ("any", None, "0180ff"),
         (
@@ -194,20 +226,53 @@ def test_type_cache_vectors():
     assert encode_type(T, False, sc).hex() == "fe0200"
     with pytest.raises(DecodeError):
         decode_type(H("fe0900"), 0, False, cache)
-    spec_be = H("fd0001800b" + b"timeStamp_t".hex() + "03" + s("secondsPastEpoch") + "23" + s("nanoSeconds") + "22" + s("userTag") + "22")
+    spec_be = H(
+        "fd0001800b"
+        + b"timeStamp_t".hex()
+        + "03"
+        + s("secondsPastEpoch")
+        + "23"
+        + s("nanoSeconds")
+        + "22"
+        + s("userTag")
+        + "22"
+    )
     c2: dict = {}
     t3, _ = decode_type(spec_be, 0, True, c2)
     assert c2[1] is t3 and t3.getID() == "timeStamp_t"
 
 
 def test_ntnrui_rpc_argument_vector():
-    T = Type([("scheme", "s"), ("authority", "s"), ("path", "s"), ("query", ("S", None, [("a", "d"), ("b", "d")]))],
-             id="epics:nt/NTURI:1.0")
+    T = Type(
+        [
+            ("scheme", "s"),
+            ("authority", "s"),
+            ("path", "s"),
+            ("query", ("S", None, [("a", "d"), ("b", "d")])),
+        ],
+        id="epics:nt/NTURI:1.0",
+    )
     V = Value(T, {"path": "TST:rpc", "query.a": 1.0, "query.b": 2.0})
     wire = (
-        "80" + s("epics:nt/NTURI:1.0") + "04" + s("scheme") + "60" + s("authority") + "60" + s("path") + "60"
-        + s("query") + "800002" + s("a") + "43" + s("b") + "43"
-        + "0000" + s("TST:rpc") + "000000000000f03f" + "0000000000000040"
+        "80"
+        + s("epics:nt/NTURI:1.0")
+        + "04"
+        + s("scheme")
+        + "60"
+        + s("authority")
+        + "60"
+        + s("path")
+        + "60"
+        + s("query")
+        + "800002"
+        + s("a")
+        + "43"
+        + s("b")
+        + "43"
+        + "0000"
+        + s("TST:rpc")
+        + "000000000000f03f"
+        + "0000000000000040"
     )
     assert encode_typed_value(V, False).hex() == wire
     W, end = decode_typed_value(H(wire), 0, False, {})

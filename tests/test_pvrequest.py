@@ -74,8 +74,17 @@ def test_string_options_from_pvaccesscpp_capture():
     """pvxs testDeserialize3: record._options.queueSize="4", pipeline="true", via the type cache."""
     s = lambda x: f"{len(x):02x}" + x.encode().hex()  # noqa: E731
     wire = bytes.fromhex(
-        "fd020080000106" + b"record".hex() + "fd0300800001" + s("_options") + "fd0400800002"
-        + s("queueSize") + "60" + s("pipeline") + "60" + "0134" + s("true")
+        "fd020080000106"
+        + b"record".hex()
+        + "fd0300800001"
+        + s("_options")
+        + "fd0400800002"
+        + s("queueSize")
+        + "60"
+        + s("pipeline")
+        + "60"
+        + "0134"
+        + s("true")
     )
     V, end = decode_typed_value(wire, 0, False, {})
     assert end == len(wire)
@@ -85,7 +94,8 @@ def test_string_options_from_pvaccesscpp_capture():
 
 
 @pytest.mark.parametrize(
-    "raw, expect", [("true", True), ("false", False), ("1", True), ("0", False), (True, True), (0, False), ("junk", None)]
+    "raw, expect",
+    [("true", True), ("false", False), ("1", True), ("0", False), (True, True), (0, False), ("junk", None)],
 )
 def test_option_bool(raw, expect):
     assert option_bool({"k": raw}, "k", None) is expect  # type: ignore[arg-type]

@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         V["timeStamp.nanoseconds"] = int((now % 1) * 1e9)
         wire = encode_partial(V, False, mask=value_mask(V) & mask)
         back, _ = decode_partial(V.type(), wire, 0, False, {})
-        print(f"update {n}: value={V.value:+.3f} changed={sorted(V.changedSet())} "
-              f"wire={len(wire)} bytes -> decoded value={back.value:+.3f}")
+        print(
+            f"update {n}: value={V.value:+.3f} changed={sorted(V.changedSet())} "
+            f"wire={len(wire)} bytes -> decoded value={back.value:+.3f}"
+        )
         E.value = n % 2
         time.sleep(args.period)
     print("\ndemo:switch:", repr(NTEnum().unwrap(E)))

@@ -94,9 +94,24 @@ TYPE_CODES = {
     "v": 0x82,
 }
 _CODE_FROM_BYTE = {v: k for k, v in TYPE_CODES.items()}
-_STRUCT_CHAR = {"?": "?", "b": "b", "B": "B", "h": "h", "H": "H", "i": "i", "I": "I", "l": "q", "L": "Q", "f": "f", "d": "d"}
+_STRUCT_CHAR = {
+    "?": "?",
+    "b": "b",
+    "B": "B",
+    "h": "h",
+    "H": "H",
+    "i": "i",
+    "I": "I",
+    "l": "q",
+    "L": "Q",
+    "f": "f",
+    "d": "d",
+}
 _FIXED = frozenset(_STRUCT_CHAR)
-_NDT = {be: {c: (dt.newbyteorder(">") if be else dt.newbyteorder("<")) for c, dt in DTYPES.items()} for be in (False, True)}
+_NDT = {
+    be: {c: (dt.newbyteorder(">") if be else dt.newbyteorder("<")) for c, dt in DTYPES.items()}
+    for be in (False, True)
+}
 _NATIVE_LE = np.little_endian
 
 
@@ -218,7 +233,9 @@ def encode_type(T: Type | None, be: bool, cache: SendTypeCache | None = None) ->
 
 def _enc_type(T: Type, be: bool, out: list, cache: SendTypeCache | None) -> None:
     code = T.code
-    if cache is not None and not (code in _FIXED or code == "s" or (len(code) == 2 and code[1] in _FIXED) or code == "as"):
+    if cache is not None and not (
+        code in _FIXED or code == "s" or (len(code) == 2 and code[1] in _FIXED) or code == "as"
+    ):
         k = cache.keys.get(T)
         if k is not None:
             out.append(b"\xfe" + U16[be].pack(k))

@@ -112,7 +112,12 @@ def _parse(text: str) -> tuple[_Tree, dict[str, Any]]:
                 if toks[i][0] == ",":
                     i += 1
                     continue
-                if i + 2 >= n + 0 or toks[i][0] != "name" or toks[i + 1][0] != "=" or toks[i + 2][0] != "name":
+                if (
+                    i + 2 >= n + 0
+                    or toks[i][0] != "name"
+                    or toks[i + 1][0] != "="
+                    or toks[i + 2][0] != "name"
+                ):
                     raise RequestError(f"expected key=value in record[...] of {text!r}")
                 options[toks[i][1]] = toks[i + 2][1]
                 i += 3
@@ -148,7 +153,9 @@ def _build(tree: _Tree, options: dict[str, Any]) -> Value:
     spec: list = [("field", ("S", None, tree.spec()))]
     if options:
         keys = sorted(options)
-        spec.append(("record", ("S", None, [("_options", ("S", None, [(k, _opt_code(options[k])) for k in keys]))])))
+        spec.append(
+            ("record", ("S", None, [("_options", ("S", None, [(k, _opt_code(options[k])) for k in keys]))]))
+        )
     V = Value(Type(spec))
     for k, v in options.items():
         V["record._options." + k] = v

@@ -56,9 +56,7 @@ CNAMES = {
     "U": "union",
 }
 
-_LEAF_CODES = frozenset(
-    list(SCALAR_CODES) + ["a" + c for c in SCALAR_CODES] + ["v", "av"]
-)
+_LEAF_CODES = frozenset(list(SCALAR_CODES) + ["a" + c for c in SCALAR_CODES] + ["v", "av"])
 _COMPOUND = frozenset(("S", "U", "aS", "aU"))
 
 

@@ -278,7 +278,9 @@ def _conv_strarray(x: Any, name: str) -> list[str]:
         elif isinstance(e, bytes):
             out.append(e.decode("utf-8", "surrogateescape"))
         else:
-            raise AssignError(f"field {name!r} (string[]): elements must be str or bytes, not {type(e).__name__}")
+            raise AssignError(
+                f"field {name!r} (string[]): elements must be str or bytes, not {type(e).__name__}"
+            )
     return out
 
 
@@ -594,7 +596,9 @@ class Value:
                 try:
                     idx = choices.index(x)
                 except ValueError:
-                    raise ValueError(f'field {name!r} (enum_t): "{x}" is not one of the choices {choices}') from None
+                    raise ValueError(
+                        f'field {name!r} (enum_t): "{x}" is not one of the choices {choices}'
+                    ) from None
             else:
                 if "choices" in node._index and not sub["choices"]:
                     warnings.warn("enum_t assignment with empty choices", UserWarning, stacklevel=3)
@@ -916,7 +920,9 @@ def _todict_item(node: Type, v: Any, wrapper: Any) -> Any:
     if code == "aS":
         return [None if e is None else _todict(e, wrapper) for e in v]
     if code in ("aU", "av"):
-        return [None if e is None else (_todict(e[1], wrapper) if isinstance(e[1], Value) else e[1]) for e in v]
+        return [
+            None if e is None else (_todict(e[1], wrapper) if isinstance(e[1], Value) else e[1]) for e in v
+        ]
     return _GETTERS[code](v)
 
 
