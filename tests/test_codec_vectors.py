@@ -291,3 +291,10 @@ def test_bounded_and_fixed_forms_decode():
     assert V.b == "hi" and list(V.ba) == [1.0] and list(V.fa) == [1, 2] and end == len(val)
     assert encode_full(V, False) == val
     assert encode_type(T, False).hex() == "800003" + s("b") + "8310" + s("ba") + "5304" + s("fa") + "3a02"
+
+
+def test_nul_in_type_id_is_data_not_a_crash():
+    """Regression: a type id from the wire once reached compile() as a file name."""
+    wire = bytes.fromhex("8002610001017843") + bytes(8)
+    V, end = decode_typed_value(wire, 0, False, {})
+    assert V.getID() == "a\x00" and V.x == 0.0 and end == len(wire)

@@ -52,7 +52,9 @@ _MSG = re.compile(
     r"^(?P<cmd>[A-Z_]+|0x[0-9a-f]+) v(?P<version>\d+) (?P<dir>C->S|S->C) (?P<order>LE|BE) len=(?P<len>\d+)"
     r"(?: SEG-(?P<seg>FIRST|MID|LAST))?(?: :: (?P<ann>.*))?$"
 )
-_CTRL = re.compile(r"^CTRL (?P<name>[A-Z_]+|0x[0-9a-f]+) \((?P<who>[SC])\) data=(?P<data>0x[0-9a-f]+) (?P<order>LE|BE)$")
+_CTRL = re.compile(
+    r"^CTRL (?P<name>[A-Z_]+|0x[0-9a-f]+) \((?P<who>[SC])\) data=(?P<data>0x[0-9a-f]+) (?P<order>LE|BE)$"
+)
 _HEX_LINE = re.compile(r"^(?:[0-9a-f]{2})(?: [0-9a-f]{2})*\s*$")
 
 
@@ -136,7 +138,7 @@ def split_annotations(text: str) -> dict[str, str]:
     while pos < n:
         m = _KEY_AT.match(text, pos)
         if not m:
-            raise ValueError(f"cannot parse annotation at {text[pos:pos + 40]!r}")
+            raise ValueError(f"cannot parse annotation at {text[pos : pos + 40]!r}")
         key = text[m.start() : m.end() - 1]
         pos = m.end()
         start = pos

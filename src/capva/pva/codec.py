@@ -63,6 +63,8 @@ __all__ = [
     "encode_partial",
     "decode_partial",
     "encode_typed_value",
+    "encode_field_value",
+    "decode_field_value",
     "decode_typed_value",
     "encode_status",
     "decode_status",
@@ -608,6 +610,25 @@ def decode_partial(
         raise DecodeError(f"bad value: {e}") from None
 
 
+def encode_field_value(T: Type, v: Any, be: bool, cache: SendTypeCache | None = None) -> bytes:
+    """Full serialization of a value of *any* type given in storage form: a Value for a
+    structure, otherwise what :func:`decode_field_value` returns (``(sel, v)`` for a union,
+    ``(Type, v)`` for a variant, lists for struct/union/any arrays, numpy arrays...)."""
+    out: list = []
+    _enc_node(T, v, be, out, cache)
+    return b"".join(out)
+
+
+def decode_field_value(T: Type, buf, pos: int, be: bool, cache: dict) -> tuple[Any, int]:
+    """Decode a full value of any type ``T`` (e.g. the element array of an ARRAY reply)."""
+    try:
+        return _dec_node(T, buf, pos, be, cache, 0)
+    except DecodeError:
+        raise
+    except (WireError, IndexError, struct.error, OverflowError) as e:
+        raise DecodeError(f"bad value: {e}") from None
+
+
 def encode_typed_value(V: Value | tuple | None, be: bool, cache: SendTypeCache | None = None) -> bytes:
     """FieldDesc + full value (pvRequest, RPC arguments/results, auth data); ``ff`` for None.
     A non-structure is given as ``(Type, value)``."""
@@ -706,7 +727,8 @@ def _plan(T: Type, mask: int, be: bool, enc: bool):
         src = "def fn(vals, out, cache):\n    app = out.append\n" + "\n".join(lines) + "\n    return None\n"
     else:
         src = "def fn(buf, pos, vals, cache, depth):\n" + "\n".join(lines) + "\n    return pos\n"
-    exec(compile(src, f"<capva plan {T.getID()} mask={mask:#x}>", "exec"), env)
+    label = T.getID().encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00")
+    exec(compile(src, f"<capva plan {label} mask={mask:#x}>", "exec"), env)
     fn = env["fn"]
     if len(T._cache) > _PLAN_LIMIT:
         for old in [c for c in T._cache if isinstance(c, tuple)]:

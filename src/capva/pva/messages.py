@@ -48,10 +48,11 @@ from .._wire import (
     encode_size,
     encode_string,
 )
-from .codec import (  # no public full-value codec for non-structures (ARRAY)
+
+from .codec import (
     Status,
-    _dec_node,
-    _enc_node,
+    decode_field_value,
+    encode_field_value,
     decode_partial,
     decode_status,
     decode_type,
@@ -316,7 +317,7 @@ class _Message:
         raise NotImplementedError
 
     def _fields(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        return tuple(getattr(self, s) for s in _slot_names(type(self)))
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -326,25 +327,42 @@ class _Message:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{s}={getattr(self, s)!r}" for s in self.__slots__)
+        parts = ", ".join(f"{s}={getattr(self, s)!r}" for s in _slot_names(type(self)))
         return f"{type(self).__name__}({parts})"
 
 
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every field of a message class, base classes first (``__slots__`` is per class)."""
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        seen: list[str] = []
+        for k in reversed(cls.__mro__):
+            for s in k.__dict__.get("__slots__", ()):
+                if s not in seen:
+                    seen.append(s)
+        names = _SLOT_NAMES[cls] = tuple(seen)
+    return names
+
+
 def _fields_equal(a: tuple, b: tuple) -> bool:
-    """Field-wise equality that also works for Values (which may hold numpy arrays)."""
-    for x, y in zip(a, b):
-        if x is y:
-            continue
-        try:
-            eq = x == y
-            if not isinstance(eq, bool):
-                all_ = getattr(eq, "all", None)
-                eq = bool(all_()) if all_ is not None else bool(eq)
-        except (TypeError, ValueError):
-            return False
-        if not eq:
-            return False
-    return True
+    """Field-wise equality that also works for Values and numpy arrays (ARRAY data)."""
+    return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b))
+
+
+def _eq(x: Any, y: Any) -> bool:
+    if x is y:
+        return True
+    if isinstance(x, (tuple, list)) and isinstance(y, (tuple, list)):
+        return type(x) is type(y) and len(x) == len(y) and all(_eq(p, q) for p, q in zip(x, y))
+    if hasattr(x, "shape") or hasattr(y, "shape"):  # numpy arrays: same shape, same items
+        return type(x) is type(y) and x.shape == y.shape and bool((x == y).all())
+    try:
+        return bool(x == y)
+    except (TypeError, ValueError):
+        return False
 
 
 # -- discovery (UDP) ------------------------------------------------------------------------
@@ -901,6 +919,9 @@ class _OpRequest(_Message):
     """``sid ioid subcmd`` + a payload chosen by the subcommand bits; C→S."""
 
     __slots__ = ("sid", "ioid", "subcmd")
+    sid: int
+    ioid: int
+    subcmd: int
     server = False
 
     @property
@@ -936,6 +957,9 @@ class _OpReply(_Message):
     """``ioid subcmd Status`` + a payload on success; S→C."""
 
     __slots__ = ("ioid", "subcmd", "status")
+    ioid: int
+    subcmd: int
+    status: Any
     server = True
 
     @property
@@ -982,14 +1006,12 @@ class _OpReply(_Message):
 def _decode_any(T: Any, buf, pos: int, be: bool, cache: dict) -> tuple[tuple[Any, Any], int]:
     """Full value of any type (ARRAY data: a scalar/struct/union/any array) -> ``(T, v)``,
     the codec's convention for typed non-structure values."""
-    v, pos = _dec_node(T, buf, pos, be, cache, 0)
+    v, pos = decode_field_value(T, buf, pos, be, cache)
     return (T, v), pos
 
 
 def _encode_any(tv: tuple[Any, Any], be: bool, cache: Any) -> bytes:
-    out: list = []
-    _enc_node(tv[0], tv[1], be, out, cache)
-    return b"".join(out)
+    return encode_field_value(tv[0], tv[1], be, cache)
 
 
 def _partial(value: Any, mask: int | None) -> int:
@@ -1511,7 +1533,7 @@ class RpcReply(_OpReply):
 # -- dispatch ------------------------------------------------------------------------------
 
 #: command -> class for messages sent by clients (header direction bit clear)
-CLIENT_MESSAGES: dict[int, type] = {
+CLIENT_MESSAGES: dict[int, type[_Message]] = {
     CMD_BEACON: Beacon,
     CMD_CONNECTION_VALIDATION: ClientValidation,
     CMD_ECHO: Echo,
@@ -1535,7 +1557,7 @@ CLIENT_MESSAGES: dict[int, type] = {
 }
 
 #: command -> class for messages sent by servers (header direction bit set)
-SERVER_MESSAGES: dict[int, type] = {
+SERVER_MESSAGES: dict[int, type[_Message]] = {
     CMD_BEACON: Beacon,
     CMD_CONNECTION_VALIDATION: ServerValidation,
     CMD_ECHO: Echo,
@@ -1561,7 +1583,7 @@ SERVER_MESSAGES: dict[int, type] = {
 _TABLES = (CLIENT_MESSAGES, SERVER_MESSAGES)
 
 
-def message_class(command: int, server: bool) -> type | None:
+def message_class(command: int, server: bool) -> type[_Message] | None:
     """The class decoding ``command`` sent by a server (True) or a client (False)."""
     return _TABLES[server].get(command)
 
@@ -1600,8 +1622,8 @@ class ConnectionDecoder:
     direction, §3.3) and the type of every live operation (ioid -> optype).
 
     It decodes both directions, so one instance can follow a whole captured conversation;
-    a server (or client) feeds it only what it receives and tells it the op types it
-    defines itself with :meth:`set_type`.  Op lifetime follows §4: a type is learned from a
+    a server (or client) feeds it only what it receives, tells it the op types it defines
+    itself with :meth:`set_type` and calls :meth:`forget` for ops it destroys itself.  Op lifetime follows §4: a type is learned from a
     successful INIT reply and forgotten on DESTROY_REQUEST, a MONITOR ``10`` from either
     side, any reply with the ``10`` bit, a failed INIT, or DESTROY_CHANNEL of its channel.
 
@@ -1626,6 +1648,7 @@ class ConnectionDecoder:
             self._sid_of[ioid] = sid
 
     def forget(self, ioid: int) -> None:
+        """Drop an op: later data for it decodes as :class:`Unknown`."""
         self.types.pop(ioid, None)
         self._sid_of.pop(ioid, None)
 
@@ -1649,7 +1672,7 @@ class ConnectionDecoder:
                     self.forget(ioid)
             return msg
 
-        # an op message: which ioid, and does it need the op's type?
+        # an op message: its ioid selects the op's type (data messages need it)
         hdr = 9 if not server else 5
         if len(body) < hdr:
             raise DecodeError(f"{COMMAND_NAMES[command]}: truncated ({len(body)} bytes)")
