@@ -30,14 +30,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capva import Type, Value
+from capva._wire import encode_size, encode_string
 from capva.pva.codec import (
     SendTypeCache,
     Status,
+    decode_field_value,
     decode_full,
     decode_partial,
     decode_status,
     decode_type,
     decode_typed_value,
+    encode_field_value,
     encode_full,
     encode_partial,
     encode_status,
@@ -92,6 +95,31 @@ def test_type_roundtrip(T, be, pre, post):
     assert len(encode_type(T, not be)) == len(data)
 
 
+_LEAF_BYTES = [0x00, *range(0x20, 0x28), 0x42, 0x43, 0x60, 0x82, 0x8A]
+
+
+@SETTINGS
+@given(
+    fields=st.lists(
+        st.tuples(st.text(max_size=6), st.sampled_from(_LEAF_BYTES + [b | 0x08 for b in _LEAF_BYTES[:-2]])),
+        max_size=6,
+        unique_by=lambda f: f[0],
+    ),
+    tid=st.text(max_size=8),
+    be=byte_orders,
+)
+def test_wire_names_roundtrip(fields, tid, be):
+    """Names on the wire are arbitrary strings (the constructor only accepts identifiers, but peers
+    may send anything): decoding and re-encoding keeps them byte for byte."""
+    wire = b"\x80" + encode_string(tid, be) + encode_size(len(fields), be)
+    wire += b"".join(encode_string(n, be) + bytes((c,)) for n, c in fields)
+    T, end = decode_type(wire, 0, be, {})
+    assert end == len(wire)
+    assert T.getID() == (tid or "structure")
+    assert [n for n, _ in T.members] == [n for n, _ in fields]
+    assert encode_type(T, be) == wire
+
+
 def test_null_type_roundtrip():
     for be in (False, True):
         assert encode_type(None, be) == b"\xff"
@@ -139,12 +167,14 @@ def test_float_edge_bytes_roundtrip(be, data):
     raw_f = data.draw(st.binary(max_size=16).map(lambda b: b[: len(b) // 4 * 4]), "raw_f")
     raw_d = data.draw(st.binary(min_size=8, max_size=32).map(lambda b: b[: len(b) // 8 * 8]), "raw_d")
     ad = np.frombuffer(raw_d, "<f8")
-    V = T({
-        "f": data.draw(st.floats(width=32) | specials, "f"),
-        "d": data.draw(st.floats() | specials, "d"),
-        "af": np.frombuffer(raw_f, "<f4"),
-        "ad": ad,
-    })
+    V = T(
+        {
+            "f": data.draw(st.floats(width=32) | specials, "f"),
+            "d": data.draw(st.floats() | specials, "d"),
+            "af": np.frombuffer(raw_f, "<f4"),
+            "ad": ad,
+        }
+    )
     wire = encode_full(V, be)
     V2, _ = decode_full(T, wire, 0, be, {})
     assert same(V2, V)
@@ -256,6 +286,21 @@ def test_typed_value_roundtrip(data, be, pre, post):
     assert end == len(pre) + len(wire)
     assert encode_typed_value(got, be) == wire
     assert len(encode_typed_value(got, not be)) == len(wire)
+
+
+@SETTINGS
+@given(data=st.data(), be=byte_orders, pre=garbage, post=garbage)
+def test_field_value_roundtrip(data, be, pre, post):
+    """Full value of a field of any type (a sub-structure, union, any, struct[] ...), no FieldDesc."""
+    t = data.draw(field_types(4), "t")
+    holder = data.draw(values(Type([("x", t)])), "holder")
+    v = holder.x if t.code == "S" else stored(holder)[1]  # a sub-structure view, or the stored item
+    wire = encode_field_value(t, v, be)
+    got, end = decode_field_value(t, pre + wire + post, len(pre), be, {})
+    assert end == len(pre) + len(wire)
+    assert same(got, v)
+    assert encode_field_value(t, got, be) == wire
+    assert len(encode_field_value(t, v, not be)) == len(wire)
 
 
 def test_null_typed_value():

@@ -54,6 +54,7 @@ from .value import DTYPES, Value, _init_vals, default_of
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_FIELDS",
     "Status",
     "SendTypeCache",
     "encode_type",
@@ -76,6 +77,11 @@ __all__ = [
 
 #: deepest nesting accepted from the network (pvxs faults beyond 20 levels)
 MAX_DEPTH = 20
+
+#: most fields (bit numbers) one structure may have when it comes from the network.  Cached
+#: type references make descriptions tiny compared with the layouts they expand to; this
+#: bound keeps a few hundred hostile bytes from building a multi-gigabyte type.
+MAX_FIELDS = 1 << 16
 
 #: p4p code -> wire type byte (scalar; arrays add 0x08)
 TYPE_CODES = {
@@ -307,9 +313,12 @@ def _dec_type(buf, pos: int, be: bool, cache: dict, depth: int) -> tuple[Type | 
             raise DecodeError("truncated type cache key")
         key = U16[be].unpack_from(buf, pos)[0]
         try:
-            return cache[key], pos + 2
+            T = cache[key]
         except KeyError:
             raise DecodeError(f"type cache key {key} used but never defined") from None
+        if T is not None and depth + T.depth > MAX_DEPTH + 1:
+            raise DecodeError(f"type nesting deeper than {MAX_DEPTH} levels (through cache key {key})")
+        return T, pos + 2
     kind = c & 0xE0
     amode = c & 0x18
     if kind == 0x80:
@@ -331,6 +340,8 @@ def _dec_type(buf, pos: int, be: bool, cache: dict, depth: int) -> tuple[Type | 
                         raise DecodeError(f"duplicate member name {name!r}")
                     seen.add(name)
                     members.append((name, t))
+                if low == 0 and 1 + sum(len(t._nodes) for _, t in members) > MAX_FIELDS:
+                    raise DecodeError(f"structure would have more than {MAX_FIELDS} fields")
                 return Type._make("S" if low == 0 else "U", id, tuple(members)), pos
             if low == 2:
                 return Type._make("v"), pos
@@ -494,14 +505,15 @@ def _dec_array(code: str, buf, pos: int, be: bool, n: int | None = None) -> tupl
         raise DecodeError(f"array claims {n} elements ({nbytes} bytes), only {len(buf) - pos} bytes left")
     if n == 0:
         return default_of(Type._make("a" + code)), pos
-    a = np.frombuffer(buf, dt, n, pos)
-    if dt.byteorder not in ("=", "|") and dt.isnative is False:
-        a = a.astype(DTYPES[code])
-    elif not isinstance(buf, bytes):
-        a = a.copy()  # the caller may reuse a mutable receive buffer
-    elif code == "?":
-        a = a.copy()  # bool bytes other than 0/1 must normalise
-        a = a.astype(bool)
+    if code == "?":
+        # any non-zero byte is true; numpy would keep the raw byte in a bool array
+        a = np.frombuffer(buf, np.uint8, n, pos) != 0
+    else:
+        a = np.frombuffer(buf, dt, n, pos)
+        if not dt.isnative:
+            a = a.astype(DTYPES[code])
+        elif not isinstance(buf, bytes):
+            a = a.copy()  # the caller may reuse a mutable receive buffer
     a.flags.writeable = False
     return a, pos + nbytes
 
@@ -553,9 +565,8 @@ def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tupl
                 e, pos = _dec_struct(et, buf, pos, be, cache, depth + 1)
             elif code == "aU":
                 assert et is not None
+                # a present element with no member selected reads as null (pvxs)
                 e, pos = _dec_node(et, buf, pos, be, cache, depth + 1)
-                if e is None:
-                    raise DecodeError("union[] element present but no member selected")
             else:
                 vt, pos = _dec_type(buf, pos, be, cache, depth + 1)
                 if vt is None:

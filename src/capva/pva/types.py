@@ -21,6 +21,7 @@ other notion of type identity.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "StructArray",
     "UnionArray",
     "SCALAR_CODES",
+    "SpecError",
     "CNAMES",
 ]
 
@@ -55,6 +57,14 @@ CNAMES = {
     "S": "struct",
     "U": "union",
 }
+
+class SpecError(ValueError, RuntimeError):
+    """An invalid type spec: unknown code or kind, or a field name PVA cannot carry.
+
+    A ``ValueError`` (what it is) and a ``RuntimeError`` (what p4p raises)."""
+
+
+_NAME_OK = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*)?\Z")
 
 _LEAF_CODES = frozenset(list(SCALAR_CODES) + ["a" + c for c in SCALAR_CODES] + ["v", "av"])
 _COMPOUND = frozenset(("S", "U", "aS", "aU"))
@@ -107,6 +117,7 @@ class Type:
         "_names",
         "_hash",
         "_cache",
+        "depth",
         "__weakref__",
     )
 
@@ -114,6 +125,8 @@ class Type:
 
     def __init__(self, spec: Any = None, id: str | None = None, base: Type | None = None):
         fields: list[tuple[str, Type]] = []
+        if id is not None and not isinstance(id, str):
+            raise TypeError(f"Type id must be a str or None, not {type(id).__name__}")
         if base is not None:
             if not isinstance(base, Type) or base.code != "S":
                 raise TypeError("base= must be a structure Type")
@@ -124,13 +137,7 @@ class Type:
             spec = []
         if isinstance(spec, (str, bytes)) or not hasattr(spec, "__iter__"):
             raise TypeError(f"Type() expects a list of (name, spec) tuples, not {type(spec).__name__}")
-        for name, child in _parse_fields(spec, "structure"):
-            for i, (n, _) in enumerate(fields):
-                if n == name:
-                    fields[i] = (name, child)
-                    break
-            else:
-                fields.append((name, child))
+        _merge_fields(fields, _parse_fields(spec, "structure"))
         self._init("S", id or "", tuple(fields), None)
 
     @classmethod
@@ -160,6 +167,8 @@ class Type:
         self._index = {n: i for i, (n, _) in enumerate(members)}
         self._hash = None
         self._cache = {}
+        # nesting depth of the description (1 for a leaf): decoders bound it
+        self.depth = 1 + max([t.depth for _, t in members] + [elem.depth if elem is not None else 0])
         if code == "S":
             nodes: list[Type] = [self]
             paths: dict[str, int] = {}
@@ -287,29 +296,38 @@ class Type:
 
     # -- structural identity ------------------------------------------------------------
 
-    def _key(self) -> tuple:
-        return (
-            self.code,
-            self.id,
-            tuple((n, t._key()) for n, t in self.members),
-            self.elem._key() if self.elem is not None else None,
-        )
-
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if not isinstance(other, Type):
             return NotImplemented
-        return self.__hash__() == other.__hash__() and self._key() == other._key()
+        if self.__hash__() != other.__hash__():
+            return False
+        if (self.code, self.id, self.bound, self.fixed) != (other.code, other.id, other.bound, other.fixed):
+            return False
+        if len(self.members) != len(other.members) or self.elem != other.elem:
+            return False
+        return all(a == b and s == t for (a, s), (b, t) in zip(self.members, other.members))
 
     def __ne__(self, other: object) -> bool:
         r = self.__eq__(other)
         return r if r is NotImplemented else not r
 
     def __hash__(self) -> int:
+        # children's hashes are cached on the children, so a type that shares sub-types
+        # (as decoded introspection-cache references do) hashes in linear time
         h = self._hash
         if h is None:
-            h = self._hash = hash(self._key())
+            h = self._hash = hash(
+                (
+                    self.code,
+                    self.id,
+                    self.bound,
+                    self.fixed,
+                    tuple((n, t.__hash__()) for n, t in self.members),
+                    self.elem.__hash__() if self.elem is not None else None,
+                )
+            )
         return h
 
     def __reduce__(self):
@@ -341,9 +359,24 @@ def leaf(code: str) -> Type:
         raise ValueError(f"unknown type code {code!r}") from None
 
 
+def _merge_fields(fields: list[tuple[str, Type]], new: list[tuple[str, Type]]) -> None:
+    """p4p's rule for ``base=`` and repeated names: a field of the same name keeps its
+    position and takes the new type, except that two structures merge member-wise."""
+    for name, child in new:
+        for i, (n, old) in enumerate(fields):
+            if n == name:
+                if old.code == "S" and child.code == "S":
+                    sub = list(old.members)
+                    _merge_fields(sub, list(child.members))
+                    child = Type._make("S", child.id or old.id, tuple(sub))
+                fields[i] = (name, child)
+                break
+        else:
+            fields.append((name, child))
+
+
 def _parse_fields(spec: Any, where: str) -> list[tuple[str, Type]]:
-    out = []
-    seen = set()
+    out: list[tuple[str, Type]] = []
     for item in spec:
         try:
             name, fspec = item
@@ -351,10 +384,9 @@ def _parse_fields(spec: Any, where: str) -> list[tuple[str, Type]]:
             raise TypeError(f"{where}: field spec must be a (name, type) pair, not {item!r}") from None
         if not isinstance(name, str):
             raise TypeError(f"{where}: field name must be str, not {type(name).__name__}")
-        if name in seen:
-            raise ValueError(f"{where}: duplicate field name {name!r}")
-        seen.add(name)
-        out.append((name, parse_spec(fspec, name)))
+        if not _NAME_OK.match(name):
+            raise SpecError(f"{where}: invalid field name {name!r} (letters, digits and _ only)")
+        _merge_fields(out, [(name, parse_spec(fspec, name))])
     return out
 
 
@@ -365,7 +397,7 @@ def parse_spec(spec: Any, name: str = "?") -> Type:
     if isinstance(spec, str):
         t = _LEAF_TYPES.get(spec)
         if t is None:
-            raise ValueError(f"field {name!r}: unknown type code {spec!r}")
+            raise SpecError(f"field {name!r}: unknown type code {spec!r}")
         return t
     if isinstance(spec, tuple) and len(spec) == 3 and spec[0] in _COMPOUND:
         kind, id, fields = spec
@@ -378,6 +410,8 @@ def parse_spec(spec: Any, name: str = "?") -> Type:
             return Type._make("U", id or "", members)
         e = Type._make(kind[1], id or "", members)
         return Type._make(kind, "", (), e)
+    if isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], str):
+        raise SpecError(f"field {name!r}: unknown kind {spec[0]!r} (use 'S', 'U', 'aS' or 'aU')")
     raise TypeError(f"field {name!r}: invalid type spec {spec!r}")
 
 

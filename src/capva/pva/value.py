@@ -162,10 +162,12 @@ def _parse_float(s: str | bytes, name: str) -> float:
         return float(t)
     except ValueError:
         pass
-    try:
-        return float.fromhex(t)
-    except ValueError:
-        raise ValueError(f'field {name!r}: invalid input for a number: "{s}"') from None
+    if re.match(r"[+-]?0[xX]", t):  # C strtod also reads hexadecimal
+        try:
+            return float.fromhex(t)
+        except ValueError:
+            pass
+    raise ValueError(f'field {name!r}: invalid input for a number: "{s}"')
 
 
 def _conv_double(x: Any, name: str) -> float:
@@ -379,6 +381,15 @@ def _struct_from(t: Type, x: Any, name: str) -> Value:
     elif isinstance(x, Mapping):
         for k, v in x.items():
             V[k] = v
+    elif isinstance(x, (list, tuple)):
+        try:
+            pairs = [(k, v) for k, v in x]
+        except (TypeError, ValueError):
+            raise AssignError(
+                f"field {name!r} (struct {t.getID()}): expected a dict, a Value or (name, value) pairs"
+            ) from None
+        for k, v in pairs:
+            V[k] = v
     else:
         raise AssignError(f"field {name!r} (struct {t.getID()}): cannot assign from {type(x).__name__}")
     return V
@@ -390,8 +401,9 @@ def _conv_union(t: Type, x: Any, name: str, cur: Any) -> Any:
     members = t.members
     if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str):
         i = t._index.get(x[0])
-        if i is not None:
-            return (i, _conv_member(members[i][1], x[1], f"{name}.{x[0]}"))
+        if i is None:
+            raise KeyError(f"union {name!r} has no member {x[0]!r} (members: {[n for n, _ in members]})")
+        return (i, _conv_member(members[i][1], x[1], f"{name}.{x[0]}"))
     if cur is not None:
         i = cur[0]
         return (i, _conv_member(members[i][1], x, f"{name}.{members[i][0]}"))
@@ -552,6 +564,10 @@ class Value:
     def __getitem__(self, name: str) -> Any:
         rel = self._T._paths.get(name)
         if rel is None:
+            if name == "":
+                return self
+            if not isinstance(name, str):
+                raise TypeError(f"field names are str, not {type(name).__name__}")
             raise KeyError(f"no such member field '{name}'")
         return self._get(rel)
 
@@ -570,6 +586,11 @@ class Value:
             return
         rel = self._T._paths.get(name)
         if rel is None:
+            if name == "":
+                self._assign_node(0, self._T, x, "")
+                return
+            if not isinstance(name, str):
+                raise TypeError(f"field names are str, not {type(name).__name__}")
             raise KeyError(f"no such member field '{name}'")
         self._assign_node(rel, self._T._nodes[rel], x, name)
 
@@ -596,9 +617,12 @@ class Value:
                 try:
                     idx = choices.index(x)
                 except ValueError:
-                    raise ValueError(
-                        f'field {name!r} (enum_t): "{x}" is not one of the choices {choices}'
-                    ) from None
+                    try:
+                        idx = int(x, 0)  # p4p: a number given as text selects by index
+                    except ValueError:
+                        raise ValueError(
+                            f'field {name!r} (enum_t): "{x}" is not one of the choices {choices}'
+                        ) from None
             else:
                 if "choices" in node._index and not sub["choices"]:
                     warnings.warn("enum_t assignment with empty choices", UserWarning, stacklevel=3)
@@ -635,7 +659,9 @@ class Value:
                 continue
             rel = mine._paths.get(names[i])
             if rel is None:
-                continue
+                if all_fields:
+                    continue
+                raise AssignError(f"cannot assign: the source's changed field {names[i]!r} does not exist here")
             mnode = mine._nodes[rel]
             if mnode == node:
                 self._s.vals[self._b + rel] = _copy_stored(vals[b + i])
@@ -963,11 +989,33 @@ def _tolist_item(node: Type, v: Any) -> Any:
 
 # -- pvxs-style printer ----------------------------------------------------------------------
 
-_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESC = {
+    ord('"'): '\\"',
+    ord("'"): "\\'",
+    ord("\\"): "\\\\",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    ord("\a"): "\\a",
+    ord("\b"): "\\b",
+    ord("\f"): "\\f",
+    ord("\v"): "\\v",
+}
 
 
 def _qstr(s: str) -> str:
-    return '"' + "".join(_ESC.get(c, c) for c in s) + '"'
+    """pvxs's quoting: escapes for quotes and control characters, ``\\xNN`` for every other
+    byte outside printable ASCII (so UTF-8 text prints as its bytes)."""
+    out = []
+    for b in s.encode("utf-8", "surrogateescape"):
+        e = _ESC.get(b)
+        if e is not None:
+            out.append(e)
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\x{b:02x}")
+    return '"' + "".join(out) + '"'
 
 
 def _fmt_scalar(code: str, v: Any) -> str:
@@ -1036,11 +1084,12 @@ def _field_lines(t: Type, v: Any, depth: int, name: str, out: list[str]) -> None
     code = t.code
     nm = f" {name}" if name else ""
     if code == "U":
+        kw = f'union "{t.id}"' if t.id else "union"
         if v is None:
-            out.append(f"{ind}union{nm} null")
+            out.append(f"{ind}{kw}{nm} null")
         else:
             mname, mt = t.members[v[0]]
-            _inline(mt, v[1], depth, f"union{nm}.{mname} ", out)
+            _inline(mt, v[1], depth, f"{kw}{nm}.{mname} ", out)
     elif code == "v":
         if v is None:
             out.append(f"{ind}any{nm} null")
@@ -1061,7 +1110,8 @@ def _field_lines(t: Type, v: Any, depth: int, name: str, out: list[str]) -> None
             elif code == "aU":
                 assert t.elem is not None
                 mname, mt = t.elem.members[e[0]]
-                _inline(mt, e[1], depth + 1, f"union.{mname} ", out)
+                kw = f'union "{t.elem.id}"' if t.elem.id else "union"
+                _inline(mt, e[1], depth + 1, f"{kw}.{mname} ", out)
             else:
                 _inline(e[0], e[1], depth + 1, "", out)
         out.append(f"{ind}]")
