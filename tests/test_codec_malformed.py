@@ -15,9 +15,8 @@ keys never defined, nesting beyond MAX_DEPTH, BitSets beyond the type, union sel
 range, a null (0xFF) Size where none is allowed, bad Status bytes, and random and mutated bytes
 fed to every decoder.
 
-Tests marked ``xfail(strict=True)`` pin codec bugs found while writing this file; each reason
-says what is expected.  They turn into failures (XPASS) once the codec is fixed: then drop the
-marker.
+The tests at the end pin codec bugs found while writing this file; all are fixed and stay as
+regression tests.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capva import Type, Value
+from capva._wire import encode_bitset
 from capva.pva import DecodeError
 from capva.pva.codec import (
     MAX_DEPTH,
@@ -513,7 +513,10 @@ def test_bitset_beyond_type(be):
     ok = encode_partial(V, be, 1 << (n - 1))
     assert decode_partial(NTSCALAR, ok, 0, be, {})[1] == len(ok)
     for mask in (1 << n, (1 << n) | 2, 1 << (n + 7), 1 << 200, (1 << 1000) - 1):
-        buf = encode_partial(V, be, mask) + b"\x00" * 64
+        # our encoder refuses such a mask; a peer's BitSet is built by hand
+        with pytest.raises(ValueError):
+            encode_partial(V, be, mask)
+        buf = encode_bitset(mask, be) + b"\x00" * 64
         with pytest.raises(DecodeError):
             decode_partial(NTSCALAR, buf, 0, be, {})
 
@@ -668,28 +671,19 @@ def test_nul_in_type_id():
     assert encode_full(V, False) == b"\x07\x00\x00\x00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DecodeError,
-    reason="codec bug: a union[] element flagged present with selector 0xFF (no member) is "
-    "valid (pvxs reads it as a null element) but raises DecodeError",
-)
 @BOTH
 def test_union_array_element_without_selection(be):
+    """Regression: a union[] element flagged present with selector 0xFF (no member) is valid, and
+    pvxs reads it as a null element; it used to raise DecodeError."""
     T = Type([("u", ("aU", None, [("a", "i")]))])
     V, end = decode_full(T, b"\x02\x01\xff\x00", 0, be, {})
     assert end == 4
     assert V.u == [None, None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="codec bug: invalid UTF-8 decodes with surrogateescape, but encode_string "
-    "uses strict UTF-8, so re-encoding a received value or type raises",
-)
 @BOTH
 def test_invalid_utf8_reencodes_byte_identically(be):
+    """Regression: invalid UTF-8 decoded with surrogateescape but re-encoding was strict."""
     T = Type([("s", "s")])
     V, _ = decode_full(T, b"\x02\xff\xfe", 0, be, {})
     assert encode_full(V, be) == b"\x02\xff\xfe"
@@ -698,15 +692,10 @@ def test_invalid_utf8_reencodes_byte_identically(be):
     assert encode_type(T2, be) == wire_type
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: bool[] elements keep the raw byte (astype(bool) on a bool array does "
-    "not normalise, and bytearray input skips that branch), so a received 0x02 is "
-    "re-sent as 0x02 instead of 0x01",
-)
 @BOTH
 @pytest.mark.parametrize("kind", [bytes, bytearray])
 def test_bool_array_normalised(kind, be):
+    """Regression: bool[] elements used to keep the raw byte, so a received 0x02 was re-sent as 0x02."""
     T = Type([("a", "a?")])
     V, _ = decode_full(T, kind(b"\x03\x02\x00\xff"), 0, be, {})
     assert V.a.tolist() == [True, False, True]
@@ -714,13 +703,9 @@ def test_bool_array_normalised(kind, be):
     assert encode_full(V, be) == b"\x03\x01\x00\x01"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: Type ==/hash ignore bound/fixed, so SendTypeCache sends a variable "
-    "int32[] struct as 'fe key' of an earlier fixed int32[2] struct and the peer "
-    "decodes the data with the wrong layout",
-)
 def test_send_type_cache_distinguishes_fixed_arrays():
+    """Regression: Type ==/hash ignored bound/fixed, so SendTypeCache sent a variable int32[] struct
+    as ``fe key`` of an earlier fixed int32[2] struct and the peer decoded it with the wrong layout."""
     T_fixed, _ = decode_type(b"\x80\x00\x01\x01a\x3a\x02", 0, False, {})
     T_var, _ = decode_type(b"\x80\x00\x01\x01a\x2a", 0, False, {})
     tx = SendTypeCache()
@@ -743,12 +728,9 @@ def _cache_chain(levels_per_entry: int, entries: int) -> bytes:
     return b"\x80\x00" + bytes((entries,)) + b"".join(members)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: cached types (0xFE) are spliced in without counting their depth, so "
-    "one 3.5 KB message yields a type nested 600 deep; hash(T) then raises RecursionError",
-)
 def test_cached_types_cannot_exceed_max_depth():
+    """Regression: cached types (0xFE) were spliced in without counting their depth; this 3.4 KB
+    message built a type nested 600 deep, on which hash() raised RecursionError."""
     buf = _cache_chain(15, 40)
     with pytest.raises(DecodeError):
         decode_type(buf, 0, False, {})
@@ -774,14 +756,42 @@ def _doubling_types(levels: int) -> bytes:
     return b"\x80\x00" + bytes((levels,)) + b"".join(members)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: 0xFE references are expanded into the flattened layout of every "
-    "enclosing type, so ~20 bytes per level double the field count: 330 bytes give a "
-    "half-million-field type (and 30 more bytes per doubling, gigabytes)",
-)
 def test_cached_type_references_cannot_amplify():
+    """Regression (billion laughs): 0xFE references expand into the flattened layout of the
+    enclosing type, so ~20 bytes per level doubled the field count: these 330 bytes built a
+    half-million-field type, and every further 20 bytes doubled it again."""
     buf = _doubling_types(17)
     assert len(buf) < 400
     with pytest.raises(DecodeError):
         decode_type(buf, 0, False, {})
+
+
+@BOTH
+def test_any_array_of_cached_big_type_is_bounded(be):
+    """4-byte ``01 fe k k`` any[] elements must not each allocate a MAX_FIELDS-slot Value:
+    a decode may allocate only SLOTS_PER_BYTE slots per input byte (plus one big struct)."""
+    import struct as _st
+
+    from capva.pva.codec import MAX_FIELDS
+
+    order = ">" if be else "<"
+    nfields = MAX_FIELDS - 2
+    # one cached struct of ~MAX_FIELDS empty sub-structures, defined once (key 1)
+    members = b"".join(bytes([len(f"f{i}")]) + f"f{i}".encode() + b"\x80\x00\x00" for i in range(nfields))
+    big = (
+        b"\xfd" + _st.pack(order + "H", 1) + b"\x80\x00" + b"\xfe" + _st.pack(order + "I", nfields) + members
+    )
+    cache: dict = {}
+    decode_type(big, 0, be, cache)
+    n = 2000
+    elem = b"\x01\xfe" + _st.pack(order + "H", 1)
+    wire = b"\xfe" + _st.pack(order + "I", n) + elem * n
+    T = Type([("a", "av")])
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError):
+            decode_full(T, wire, 0, be, cache)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024 * 1024

@@ -105,7 +105,8 @@ def encode_string(s: str, be: bool) -> bytes:
     """PVA String: Size + UTF-8 bytes, no terminator."""
     if not s:
         return b"\x00"
-    raw = s.encode()
+    # surrogateescape: text decoded from invalid UTF-8 goes back out as the same bytes
+    raw = s.encode("utf-8", "surrogateescape")
     n = len(raw)
     if n < 254:
         return _SMALL[n] + raw

@@ -479,6 +479,8 @@ def encode_partial(V: Value, be: bool, mask: int | None = None, cache: SendTypeC
             mask = V._rel_mask()
     elif mask is None:
         mask = V._s.mask
+    if mask >> T._span[0]:
+        raise ValueError(f"mask selects bit {mask.bit_length() - 1}; {T.getID()} has {T._span[0]} fields")
     out = [encode_bitset(mask, be)]
     if mask:
         _plan(T, mask, be, True)(vals, out, cache)
@@ -518,7 +520,7 @@ def _dec_array(code: str, buf, pos: int, be: bool, n: int | None = None) -> tupl
     return a, pos + nbytes
 
 
-def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tuple[Any, int]:
+def _dec_node(t: Type, buf, pos: int, be: bool, cache: _Ctx, depth: int) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise DecodeError(f"value nesting deeper than {MAX_DEPTH} levels")
     code = t.code
@@ -542,7 +544,7 @@ def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tupl
         v, pos = _dec_node(t.members[sel][1], buf, pos, be, cache, depth + 1)
         return (sel, v), pos
     if code == "v":
-        vt, pos = _dec_type(buf, pos, be, cache, depth + 1)
+        vt, pos = _dec_type(buf, pos, be, cache.types, depth + 1)
         if vt is None:
             return None, pos
         v, pos = _dec_node(vt, buf, pos, be, cache, depth + 1)
@@ -568,7 +570,7 @@ def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tupl
                 # a present element with no member selected reads as null (pvxs)
                 e, pos = _dec_node(et, buf, pos, be, cache, depth + 1)
             else:
-                vt, pos = _dec_type(buf, pos, be, cache, depth + 1)
+                vt, pos = _dec_type(buf, pos, be, cache.types, depth + 1)
                 if vt is None:
                     e = None
                 else:
@@ -579,7 +581,27 @@ def _dec_node(t: Type, buf, pos: int, be: bool, cache: dict, depth: int) -> tupl
     raise DecodeError(f"cannot decode type {code!r}")  # pragma: no cover
 
 
-def _dec_struct(T: Type, buf, pos: int, be: bool, cache: dict, depth: int = 0) -> tuple[Value, int]:
+class _Ctx:
+    """State of one top-level value decode: the connection's type cache, and the number
+    of field slots the decode may still allocate.  Nested structures (in unions, variants
+    and arrays) draw on the budget, which is proportional to the input length, so a short
+    message that references a large cached type many times cannot exhaust memory."""
+
+    __slots__ = ("types", "budget")
+
+    def __init__(self, types: dict, nbytes: int):
+        self.types = types
+        self.budget = MAX_FIELDS + SLOTS_PER_BYTE * nbytes
+
+
+#: field slots a decode may allocate per input byte (beyond one MAX_FIELDS structure)
+SLOTS_PER_BYTE = 8
+
+
+def _dec_struct(T: Type, buf, pos: int, be: bool, cache: _Ctx, depth: int = 0) -> tuple[Value, int]:
+    cache.budget -= len(T._nodes)
+    if cache.budget < 0:
+        raise DecodeError("value would allocate far more fields than the message length justifies")
     vals = _init_vals(T)
     pos = _plan(T, 1, be, False)(buf, pos, vals, cache, depth)
     return Value._from_storage(T, vals, (1 << len(vals)) - 1), pos
@@ -588,7 +610,7 @@ def _dec_struct(T: Type, buf, pos: int, be: bool, cache: dict, depth: int = 0) -
 def decode_full(T: Type, buf, pos: int, be: bool, cache: dict) -> tuple[Value, int]:
     """Decode a full structure value of type ``T``; every field comes back marked."""
     try:
-        return _dec_struct(T, buf, pos, be, cache)
+        return _dec_struct(T, buf, pos, be, _Ctx(cache, len(buf) - pos))
     except DecodeError:
         raise
     except (WireError, IndexError, struct.error, OverflowError) as e:
@@ -613,7 +635,7 @@ def decode_partial(
             vals = into._s.vals
             into._s.mask = mask
         if mask:
-            pos = _plan(T, mask, be, False)(buf, pos, vals, cache, 0)
+            pos = _plan(T, mask, be, False)(buf, pos, vals, _Ctx(cache, len(buf) - pos), 0)
         return V, pos
     except DecodeError:
         raise
@@ -633,7 +655,7 @@ def encode_field_value(T: Type, v: Any, be: bool, cache: SendTypeCache | None = 
 def decode_field_value(T: Type, buf, pos: int, be: bool, cache: dict) -> tuple[Any, int]:
     """Decode a full value of any type ``T`` (e.g. the element array of an ARRAY reply)."""
     try:
-        return _dec_node(T, buf, pos, be, cache, 0)
+        return _dec_node(T, buf, pos, be, _Ctx(cache, len(buf) - pos), 0)
     except DecodeError:
         raise
     except (WireError, IndexError, struct.error, OverflowError) as e:
@@ -662,7 +684,7 @@ def decode_typed_value(buf, pos: int, be: bool, cache: dict) -> tuple[Any, int]:
     if T.code == "S":
         return decode_full(T, buf, pos, be, cache)
     try:
-        v, pos = _dec_node(T, buf, pos, be, cache, 0)
+        v, pos = _dec_node(T, buf, pos, be, _Ctx(cache, len(buf) - pos), 0)
     except DecodeError:
         raise
     except (WireError, IndexError, struct.error, OverflowError) as e:

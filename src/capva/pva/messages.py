@@ -48,15 +48,14 @@ from .._wire import (
     encode_size,
     encode_string,
 )
-
 from .codec import (
     Status,
     decode_field_value,
-    encode_field_value,
     decode_partial,
     decode_status,
     decode_type,
     decode_typed_value,
+    encode_field_value,
     encode_partial,
     encode_status,
     encode_type,

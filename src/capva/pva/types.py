@@ -58,6 +58,7 @@ CNAMES = {
     "U": "union",
 }
 
+
 class SpecError(ValueError, RuntimeError):
     """An invalid type spec: unknown code or kind, or a field name PVA cannot carry.
 

@@ -661,7 +661,9 @@ class Value:
             if rel is None:
                 if all_fields:
                     continue
-                raise AssignError(f"cannot assign: the source's changed field {names[i]!r} does not exist here")
+                raise AssignError(
+                    f"cannot assign: the source's changed field {names[i]!r} does not exist here"
+                )
             mnode = mine._nodes[rel]
             if mnode == node:
                 self._s.vals[self._b + rel] = _copy_stored(vals[b + i])
