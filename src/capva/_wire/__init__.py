@@ -71,8 +71,7 @@ def encode_size(n: int, be: bool) -> bytes:
     return b"\xfe" + (_U32_BE_PACK(n) if be else _U32_LE_PACK(n))
 
 
-def decode_size(buf, pos: int, be: bool) -> tuple[int, int]:
-    """Decode a Size; 0xFF (null) is an error here.  See :func:`decode_size_or_null`."""
+def _read_size(buf, pos: int, be: bool, null: int | None) -> tuple[int, int]:
     try:
         b = buf[pos]
     except IndexError:
@@ -83,22 +82,19 @@ def decode_size(buf, pos: int, be: bool) -> tuple[int, int]:
         if pos + 5 > len(buf):
             raise WireError(f"truncated: 32-bit Size at offset {pos}")
         return (_U32_BE_UNPACK if be else _U32_LE_UNPACK)(buf, pos + 1)[0], pos + 5
-    raise WireError(f"null Size (0xFF) not allowed at offset {pos}")
+    if null is None:
+        raise WireError(f"null Size (0xFF) not allowed at offset {pos}")
+    return null, pos + 1
+
+
+def decode_size(buf, pos: int, be: bool) -> tuple[int, int]:
+    """Decode a Size; 0xFF (null) is an error here.  See :func:`decode_size_or_null`."""
+    return _read_size(buf, pos, be, None)
 
 
 def decode_size_or_null(buf, pos: int, be: bool) -> tuple[int, int]:
     """Like :func:`decode_size` but 0xFF decodes as -1 (string null, empty union selector)."""
-    try:
-        b = buf[pos]
-    except IndexError:
-        raise WireError(f"truncated: Size expected at offset {pos}") from None
-    if b < 254:
-        return b, pos + 1
-    if b == 255:
-        return -1, pos + 1
-    if pos + 5 > len(buf):
-        raise WireError(f"truncated: 32-bit Size at offset {pos}")
-    return (_U32_BE_UNPACK if be else _U32_LE_UNPACK)(buf, pos + 1)[0], pos + 5
+    return _read_size(buf, pos, be, -1)
 
 
 def encode_string(s: str, be: bool) -> bytes:

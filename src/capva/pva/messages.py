@@ -914,14 +914,11 @@ def _need_type(cls: type, optype: Any) -> Any:
     return optype
 
 
-class _OpRequest(_Message):
-    """``sid ioid subcmd`` + a payload chosen by the subcommand bits; C→S."""
+class _SubcmdFlags:
+    """The INIT / DESTROY bits of an operation's subcommand, shared by requests and replies."""
 
-    __slots__ = ("sid", "ioid", "subcmd")
-    sid: int
-    ioid: int
+    __slots__ = ()
     subcmd: int
-    server = False
 
     @property
     def init(self) -> bool:
@@ -930,6 +927,16 @@ class _OpRequest(_Message):
     @property
     def destroy(self) -> bool:
         return bool(self.subcmd & SUB_DESTROY)
+
+
+class _OpRequest(_SubcmdFlags, _Message):
+    """``sid ioid subcmd`` + a payload chosen by the subcommand bits; C→S."""
+
+    __slots__ = ("sid", "ioid", "subcmd")
+    sid: int
+    ioid: int
+    subcmd: int
+    server = False
 
     @classmethod
     def _decode(cls, buf, pos, be, cache, optype):
@@ -952,7 +959,7 @@ class _OpRequest(_Message):
         raise NotImplementedError
 
 
-class _OpReply(_Message):
+class _OpReply(_SubcmdFlags, _Message):
     """``ioid subcmd Status`` + a payload on success; S→C."""
 
     __slots__ = ("ioid", "subcmd", "status")
@@ -960,14 +967,6 @@ class _OpReply(_Message):
     subcmd: int
     status: Any
     server = True
-
-    @property
-    def init(self) -> bool:
-        return bool(self.subcmd & SUB_INIT)
-
-    @property
-    def destroy(self) -> bool:
-        return bool(self.subcmd & SUB_DESTROY)
 
     @classmethod
     def _decode(cls, buf, pos, be, cache, optype):
