@@ -39,13 +39,11 @@ from capva.pva.framing import (
     set_byte_order,
     split_datagram,
 )
+from support import find_vectors
 from support.pcap import read_pcap
 
 HERE = Path(__file__).resolve().parent
-_VEC = next(
-    (p for p in (HERE / "vectors" / "pva", HERE.parents[1] / "shared" / "vectors" / "pva") if p.exists()),
-    None,
-)
+_VEC = find_vectors("pva")
 
 
 def seg(command: int, body: bytes, segment: int, *, server: bool = True, be: bool = False) -> bytes:
@@ -226,7 +224,6 @@ def test_byte_order_taken_from_last_segment() -> None:
     assert fr.be and fr.body == b"ab"
 
 
-@pytest.mark.skipif(_VEC is None, reason="shared/vectors/pva not found")
 def test_c_pcap_40000_doubles() -> None:
     """Capture C: a pvAccessCPP server sends a GET reply with 40000 doubles as FIRST (14
     bytes, up to the array Size ``fe 40 9c 00 00``), MIDDLE (320000 bytes of f64) and LAST

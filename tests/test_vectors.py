@@ -53,6 +53,7 @@ from capva.pva.framing import (
     decode_header,
     split_datagram,
 )
+from support import find_vectors
 from support.dumps import (
     Record,
     format_addr,
@@ -69,15 +70,7 @@ from support.pcap import Capture, read_pcap
 HERE = Path(__file__).resolve().parent
 
 
-def _find_vectors() -> Path | None:
-    for cand in (HERE / "vectors" / "pva", HERE.parents[1] / "shared" / "vectors" / "pva"):
-        if (cand / "vectors.txt").exists():
-            return cand
-    return None
-
-
-VEC = _find_vectors()
-pytestmark = pytest.mark.skipif(VEC is None, reason="shared/vectors/pva not found")
+VEC = find_vectors("pva")
 
 #: capture dumps and the pcap each was decoded from
 CAPTURES = {"a2.txt": "a.pcap", "b2.txt": "b.pcap", "c.txt": "c.pcap", "d.txt": "d.pcap"}
