@@ -1,0 +1,204 @@
+"""PVA network configuration from EPICS_PVA_* / EPICS_PVAS_* settings (pva-protocol.md §6.2).
+
+Built from a mapping, never read at import time::
+
+    cfg = ServerConfig.from_env(os.environ)                 # what a deployed IOC uses
+    cfg = ServerConfig.from_env({}, conf={...}, useenv=False)
+    cfg = ServerConfig.isolated()                           # tests: 127.0.0.1, random ports
+
+Server settings read ``EPICS_PVAS_X`` first and fall back to ``EPICS_PVA_X`` as pvxs does.
+``ServerConfig.conf()`` returns the effective keys in p4p's format, which a client
+(``Context('pva', conf=S.conf(), useenv=False)``, p4p's or ours) uses to reach the server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+__all__ = ["ServerConfig", "ConfigError", "parse_addr_list", "parse_bool"]
+
+
+class ConfigError(RuntimeError):
+    """An invalid EPICS_PVA* setting (p4p raises RuntimeError mentioning "invalid")."""
+
+
+def parse_bool(text: str, default: bool) -> bool:
+    t = text.strip().upper()
+    if t in ("YES", "Y", "1", "TRUE", "ON"):
+        return True
+    if t in ("NO", "N", "0", "FALSE", "OFF"):
+        return False
+    return default
+
+
+def _resolve(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(host)
+    except OSError as e:
+        raise ConfigError(f"invalid address {host!r}: {e}") from None
+
+
+def parse_addr_list(text: str, default_port: int) -> list[tuple[str, int]]:
+    """``"10.0.0.1 host:5076 1.2.3.4:99,ttl@iface"`` -> [(ip, port), ...] (ttl/iface ignored)."""
+    out = []
+    for entry in text.replace(",", " ,").split():
+        if entry.startswith(","):
+            continue  # a ",ttl" suffix split off above
+        e = entry.split("@", 1)[0]
+        if e.startswith("["):  # [ipv6]:port
+            host, _, rest = e[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        elif e.count(":") == 1:
+            host, p = e.split(":")
+            try:
+                port = int(p)
+            except ValueError:
+                raise ConfigError(f"invalid port in address {entry!r}") from None
+        else:
+            host, port = e, default_port
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"invalid port in address {entry!r}")
+        out.append((_resolve(host), port))
+    return out
+
+
+def _fmt_addrs(addrs: list[tuple[str, int]], default_port: int) -> str:
+    return " ".join(h if p == default_port else f"{h}:{p}" for h, p in addrs)
+
+
+@dataclass
+class ServerConfig:
+    """Effective PVA server settings (see module docstring)."""
+
+    interfaces: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    tcp_port: int = 5075
+    udp_port: int = 5076
+    beacon_addrs: list[tuple[str, int]] = field(default_factory=list)
+    auto_beacon: bool = True
+    ignore_addrs: list[tuple[str, int]] = field(default_factory=list)
+    beacon_period: float = 15.0
+    conn_tmo: float = 30.0
+
+    @property
+    def timeout(self) -> float:
+        """Inactivity timeout: 4/3 x EPICS_PVA_CONN_TMO, at least 2 s (pvxs)."""
+        t = self.conn_tmo
+        if not math.isfinite(t) or t <= 0:
+            return 40.0
+        return max(2.0, t * 4.0 / 3.0)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        conf: Mapping[str, str] | None = None,
+        useenv: bool = True,
+    ) -> ServerConfig:
+        """Settings from ``conf`` (wins) and, if ``useenv``, ``environ``."""
+        src: dict[str, str] = {}
+        if useenv and environ:
+            src.update({k: v for k, v in environ.items() if k.startswith("EPICS_PVA")})
+        if conf:
+            for k, v in conf.items():
+                if not isinstance(k, str) or not k.startswith("EPICS_PVA"):
+                    raise ConfigError(f"invalid configuration key {k!r} (expected EPICS_PVA*)")
+                src[k] = str(v)
+
+        def pick(name: str) -> str | None:
+            for k in ("EPICS_PVAS_" + name, "EPICS_PVA_" + name):
+                if k in src:
+                    return src[k]
+            return None
+
+        def port(name: str, default: int) -> int:
+            v = pick(name)
+            if v is None or not v.strip():
+                return default
+            try:
+                p = int(v)
+            except ValueError:
+                raise ConfigError(f"invalid {name}: {v!r}") from None
+            if not 0 <= p <= 65535:
+                raise ConfigError(f"invalid {name}: {v!r}")
+            return p
+
+        c = cls()
+        c.tcp_port = port("SERVER_PORT", 5075)
+        c.udp_port = port("BROADCAST_PORT", 5076)
+        intf = src.get("EPICS_PVAS_INTF_ADDR_LIST")
+        if intf is None:
+            intf = src.get("EPICS_PVA_INTF_ADDR_LIST")
+        if intf and intf.strip():
+            c.interfaces = []
+            for entry in intf.split():
+                host = entry.split(":")[0] if entry.count(":") == 1 else entry.strip("[]")
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    raise ConfigError(
+                        f"invalid interface address {entry!r} in EPICS_PVAS_INTF_ADDR_LIST"
+                    ) from None
+                c.interfaces.append(host)
+        beacons = src.get("EPICS_PVAS_BEACON_ADDR_LIST")
+        if beacons is None:
+            beacons = src.get("EPICS_PVA_ADDR_LIST", "")
+        c.beacon_addrs = parse_addr_list(beacons, c.udp_port)
+        auto = src.get("EPICS_PVAS_AUTO_BEACON_ADDR_LIST")
+        if auto is None:
+            auto = src.get("EPICS_PVA_AUTO_ADDR_LIST", "YES")
+        c.auto_beacon = parse_bool(auto, True)
+        c.ignore_addrs = parse_addr_list(src.get("EPICS_PVAS_IGNORE_ADDR_LIST", ""), 0)
+        bp = pick("BEACON_PERIOD")
+        if bp:
+            try:
+                c.beacon_period = max(1.0, float(bp))
+            except ValueError:
+                raise ConfigError(f"invalid BEACON_PERIOD: {bp!r}") from None
+        tmo = src.get("EPICS_PVA_CONN_TMO")
+        if tmo:
+            try:
+                c.conn_tmo = float(tmo)
+            except ValueError:
+                raise ConfigError(f"invalid EPICS_PVA_CONN_TMO: {tmo!r}") from None
+        return c
+
+    @classmethod
+    def isolated(cls) -> ServerConfig:
+        """Loopback only, random TCP and UDP ports, no beacons beyond loopback: for tests."""
+        return cls(interfaces=["127.0.0.1"], tcp_port=0, udp_port=0, beacon_addrs=[], auto_beacon=False)
+
+    def with_ports(self, tcp_port: int, udp_port: int) -> ServerConfig:
+        """A copy with the ports actually bound (what conf() reports)."""
+        return replace(self, tcp_port=tcp_port, udp_port=udp_port)
+
+    def conf(self) -> dict[str, str]:
+        """p4p-style effective configuration, server and client keys, all strings."""
+        intf = " ".join(self.interfaces)
+        beacons = self.beacon_addrs or [(i, self.udp_port) for i in self.interfaces if i != "0.0.0.0"]
+        blist = _fmt_addrs(beacons, self.udp_port)
+        client_addrs = blist if beacons else ""
+        auto = "YES" if self.auto_beacon else "NO"
+        return {
+            "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": auto,
+            "EPICS_PVAS_BEACON_ADDR_LIST": blist,
+            "EPICS_PVAS_BROADCAST_PORT": str(self.udp_port),
+            "EPICS_PVAS_IGNORE_ADDR_LIST": _fmt_addrs(self.ignore_addrs, 0),
+            "EPICS_PVAS_INTF_ADDR_LIST": intf,
+            "EPICS_PVAS_SERVER_PORT": str(self.tcp_port),
+            "EPICS_PVA_ADDR_LIST": client_addrs,
+            "EPICS_PVA_AUTO_ADDR_LIST": auto,
+            "EPICS_PVA_BROADCAST_PORT": str(self.udp_port),
+            "EPICS_PVA_CONN_TMO": "%g" % self.conn_tmo,  # noqa: UP031
+            "EPICS_PVA_INTF_ADDR_LIST": intf,
+            "EPICS_PVA_NAME_SERVERS": "",
+            "EPICS_PVA_SERVER_PORT": str(self.tcp_port),
+        }

@@ -1,0 +1,330 @@
+"""p4p-compatible PVA server API: ``from capva.server import Server, StaticProvider``.
+
+    from capva.nt import NTScalar
+    from capva.server import Server
+    from capva.server.thread import SharedPV
+
+    pv = SharedPV(nt=NTScalar('d'), initial=0.0)
+
+    @pv.put
+    def handle(pv, op):
+        pv.post(op.value())       # store and send to subscribers
+        op.done()
+
+    Server.forever(providers=[{'demo:pv:name': pv}])
+
+Providers are asked in order which of them has a PV: a dict ``{name: SharedPV}``, a
+:class:`StaticProvider`, a :class:`DynamicProvider`, a name registered with
+:func:`installProvider`, or ``(provider, order)`` with lower orders asked first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from .._aio import loop as _loopmod
+from .._aio.config import ConfigError, ServerConfig
+from .._aio.pva_server import PVAServer
+from .raw import Handler, RemoteError, ServerOperation, SharedPV
+
+_log = logging.getLogger(__name__)
+
+__all__ = [
+    "Server",
+    "installProvider",
+    "removeProvider",
+    "StaticProvider",
+    "DynamicProvider",
+    "ServerOperation",
+    "SharedPV",
+    "Handler",
+    "RemoteError",
+]
+
+_providers: dict[str, weakref.ref] = {}
+
+
+def installProvider(name: str, provider: Any) -> None:
+    """Register ``provider`` under ``name`` for ``Server(providers=[name])``.  Held weakly,
+    as p4p does: keep your own reference."""
+    _providers[name] = weakref.ref(provider)
+
+
+def removeProvider(name: str) -> None:
+    _providers.pop(name, None)
+
+
+def clearProviders() -> None:
+    _providers.clear()
+
+
+class StaticProvider:
+    """A fixed (but mutable) set of named SharedPVs."""
+
+    def __init__(self, name: str | None = None):
+        self.name = name or str(uuid.uuid4())
+        self._pvs: dict[str, SharedPV] = {}
+        self._lock = threading.Lock()
+        self._servers: weakref.WeakSet = weakref.WeakSet()
+
+    def add(self, name: str, pv: SharedPV) -> None:
+        if not isinstance(pv, SharedPV):
+            raise TypeError(f"StaticProvider.add() needs a SharedPV, not {type(pv).__name__}")
+        with self._lock:
+            if name in self._pvs:
+                raise KeyError(f"PV {name!r} already in provider {self.name!r}")
+            self._pvs[name] = pv
+        self._poke()
+
+    def remove(self, name: str) -> SharedPV:
+        with self._lock:
+            pv = self._pvs.pop(name)
+        for ch in list(pv._channels):
+            if ch.name == name and getattr(ch, "conn", None) is not None and ch.conn.server in self._impls():
+                ch.pv_closed()
+        self._poke()
+        return pv
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._pvs)
+
+    def close(self) -> None:
+        """Disconnect every client channel of this provider's PVs."""
+        with self._lock:
+            pvs = list(self._pvs.items())
+        impls = self._impls()
+        for name, pv in pvs:
+            for ch in list(pv._channels):
+                if ch.name == name and ch.conn.server in impls:
+                    ch.pv_closed()
+
+    def _impls(self) -> set:
+        return {s._impl for s in self._servers if s._impl is not None}
+
+    def _poke(self) -> None:
+        for s in list(self._servers):
+            s._poke()
+
+    def _test(self, name: str) -> Any:
+        return name in self._pvs
+
+    def _make(self, name: str, peer: str) -> SharedPV | None:
+        return self._pvs.get(name)
+
+    def _list(self) -> list[str]:
+        return self.keys()
+
+
+class DynamicProvider:
+    """PVs made on demand by a handler:
+
+    * ``handler.testChannel(name)`` -> True (mine), False (never mine: cached so the handler
+      is not asked again for a while) or :attr:`NotYet` (not now; ask again next time);
+    * ``handler.makeChannel(name, peer)`` -> a SharedPV or None.  ``peer`` is ``'ip:port'``.
+    """
+
+    NotYet = b"nocache"
+    #: seconds a negative testChannel() answer is remembered
+    negative_ttl = 10.0
+
+    def __init__(self, name: str, handler: Any):
+        self.name = name
+        self._handler = handler
+        self._neg: dict[str, float] = {}
+        self._servers: weakref.WeakSet = weakref.WeakSet()
+
+    def _test(self, name: str) -> Any:
+        now = time.monotonic()
+        t = self._neg.get(name)
+        if t is not None and now - t < self.negative_ttl:
+            return False
+        try:
+            r = self._handler.testChannel(name)
+        except Exception:
+            _log.exception("%s.testChannel(%r)", self.name, name)
+            return False
+        if r is self.NotYet or r == self.NotYet:
+            return False
+        if not r:
+            if len(self._neg) > 10000:
+                self._neg.clear()
+            self._neg[name] = now
+            return False
+        self._neg.pop(name, None)
+        return True
+
+    def _make(self, name: str, peer: str) -> SharedPV | None:
+        try:
+            pv = self._handler.makeChannel(name, peer)
+        except Exception:
+            _log.exception("%s.makeChannel(%r)", self.name, name)
+            return None
+        if pv is not None and not isinstance(pv, SharedPV):
+            _log.error("%s.makeChannel(%r) returned %r, not a SharedPV", self.name, name, pv)
+            return None
+        return pv
+
+    def _list(self) -> list[str]:
+        return []
+
+
+def _resolve_providers(providers: Any) -> list[Any]:
+    if isinstance(providers, dict):
+        providers = [providers]
+    elif isinstance(providers, str):
+        warnings.warn(
+            "providers= as a space separated string is deprecated", DeprecationWarning, stacklevel=3
+        )
+        providers = providers.split()
+    ordered: list[tuple[int, int, Any]] = []
+    for i, p in enumerate(providers or []):
+        order = 0
+        if isinstance(p, tuple):
+            p, order = p
+        if isinstance(p, str):
+            ref = _providers.get(p)
+            prov = ref() if ref is not None else None
+            if prov is None:
+                raise KeyError(f"No provider named {p!r} (installProvider() it first)")
+            p = prov
+        elif isinstance(p, dict):
+            sp = StaticProvider()
+            for k, v in p.items():
+                sp.add(k, v)
+            p = sp
+        if not isinstance(p, (StaticProvider, DynamicProvider)):
+            raise TypeError(f"not a provider: {p!r}")
+        order = getattr(p, "order", order)
+        ordered.append((order, i, p))
+    ordered.sort(key=lambda t: (t[0], t[1]))
+    return [p for _, _, p in ordered]
+
+
+class Server:
+    """A running PVA server (p4p.server.Server); it serves from construction until
+    :meth:`stop` (or the end of a ``with`` block).
+
+    :param providers: see the module docstring; a bare dict is accepted too.
+    :param isolate: bind 127.0.0.1 with random ports, ignore the environment (for tests).
+    :param conf: EPICS_PVAS_* / EPICS_PVA_* settings (strings); they win over the environment.
+    :param useenv: also read the process environment.
+    """
+
+    def __init__(
+        self,
+        providers: Any = None,
+        isolate: bool = False,
+        conf: dict[str, str] | None = None,
+        useenv: bool = True,
+    ):
+        if isolate:
+            if conf is not None:
+                raise ValueError("isolate=True excludes conf=")
+            cfg = ServerConfig.isolated()
+        else:
+            try:
+                cfg = ServerConfig.from_env(os.environ, conf, useenv)
+            except ConfigError:
+                raise
+        self._providers = _resolve_providers(providers)
+        for p in self._providers:
+            p._servers.add(self)
+        self._impl: PVAServer | None = None
+        self._lt = _loopmod.acquire()
+        impl = PVAServer(cfg, self._lookup, self._make_channel, self._lt.loop)
+        try:
+            self._conf = self._lt.run(impl.start(), timeout=30)
+        except OSError as e:
+            _loopmod.release(self._lt)
+            raise RuntimeError(f"invalid server configuration or address in use: {e}") from e
+        except BaseException:
+            _loopmod.release(self._lt)
+            raise
+        self._impl = impl
+
+    # provider queries, called in the network loop
+    def _lookup(self, name: str) -> bool:
+        for p in self._providers:
+            if p._test(name):
+                return True
+        return False
+
+    def _make_channel(self, name: str, peer: str) -> SharedPV | None:
+        for p in self._providers:
+            if p._test(name):
+                pv = p._make(name, peer)
+                if pv is not None:
+                    return pv
+        return None
+
+    def _poke(self) -> None:
+        impl = self._impl
+        if impl is not None:
+            impl.loop.call_soon_threadsafe(impl.poke)
+
+    def conf(self) -> dict[str, str]:
+        """Effective configuration: ``Context('pva', conf=S.conf(), useenv=False)`` reaches us."""
+        return self._conf.conf()
+
+    def stop(self) -> None:
+        """Stop serving: close listeners and every client connection."""
+        impl, self._impl = self._impl, None
+        if impl is None:
+            return
+        try:
+            self._lt.run(impl.close(), timeout=30)
+        finally:
+            _loopmod.release(self._lt)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, A: Any, B: Any, C: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_impl", None) is not None:
+            try:
+                self.stop()
+            except Exception:
+                pass
+
+    @classmethod
+    def forever(cls, *args: Any, **kws: Any) -> None:
+        """Run a server until KeyboardInterrupt (Ctrl+C)."""
+        with cls(*args, **kws):
+            try:
+                while True:
+                    time.sleep(100)
+            except KeyboardInterrupt:
+                pass
+
+    def tostr(self, detail: int = 0) -> str:
+        lines = [f"{k}={v}" for k, v in sorted(self.conf().items()) if k.startswith("EPICS_PVAS_")]
+        for p in self._providers:
+            lines.append(f"Source: {p.name} prio=0 {type(p).__name__}")
+            if detail > 0:
+                lines.extend(f"    {n}" for n in p._list())
+        if self._impl is not None:
+            st = self._impl.stats()
+            lines.append(
+                f"connections={st['connections']} channels={st['channels']} operations={st['operations']}"
+            )
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._impl is None else f"port {self._conf.tcp_port}"
+        return f"<capva.server.Server {state}>"
+
+
+def _iter_names(ps: Iterable[Any]) -> list[str]:
+    return [n for p in ps for n in p._list()]

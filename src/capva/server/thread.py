@@ -1,0 +1,67 @@
+"""SharedPV whose handlers run in threads (p4p.server.thread).
+
+Handlers of one PV run in order, one at a time; different PVs run concurrently, and a
+handler that blocks holds only its own PV (see :mod:`capva.util`).  Pass ``queue=`` (a
+``WorkQueue``) to choose where handlers run instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+from ..util import SerialQueue, WorkQueue
+from .raw import Handler, RemoteError
+from .raw import SharedPV as _SharedPV
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["SharedPV", "Handler"]
+
+
+def _on_queue(op: Any, M: Any, *args: Any) -> None:
+    try:
+        M(*args)
+        return
+    except RemoteError as e:
+        err: Exception = e
+    except Exception as e:
+        _log.exception("Unexpected error in handler")
+        err = e
+    if op is not None:
+        op.done(error=str(err))
+
+
+class SharedPV(_SharedPV):
+    """Thread-flavour SharedPV; see :class:`capva.server.raw.SharedPV` for the arguments.
+
+    :param queue: a ``WorkQueue`` (p4p) or :class:`~capva.util.SerialQueue`; default: a
+        serial queue of this PV's own on the shared elastic thread pool.
+    """
+
+    def __init__(self, queue: WorkQueue | SerialQueue | None = None, **kws: Any):
+        self._queue = queue or SerialQueue()
+        self._disconnected = threading.Event()
+        self._disconnected.set()
+        _SharedPV.__init__(self, **kws)
+
+    def _exec(self, op: Any, M: Any, *args: Any) -> None:
+        self._queue.push(partial(_on_queue, op, M, *args))
+
+    def _onFirstConnect(self) -> None:
+        self._disconnected.clear()
+
+    def _onLastDisconnect(self) -> None:
+        self._disconnected.set()
+
+    def close(self, destroy: bool = False, sync: bool = False, timeout: float | None = None) -> None:
+        """Close (see raw); with ``sync=True`` wait for queued handlers and for
+        onLastDisconnect (bounded by ``timeout``)."""
+        _SharedPV.close(self, destroy)
+        if sync:
+            sync_fn = getattr(self._queue, "sync", None)
+            if sync_fn is not None:
+                sync_fn(timeout)
+            self._disconnected.wait(timeout)
