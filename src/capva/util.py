@@ -138,9 +138,13 @@ class ElasticPool:
     def submit(self, fn: Callable[[], None]) -> None:
         with self._lock:
             self._jobs.append(fn)
-            if self._idle > 0:
+            if self._idle >= len(self._jobs):
+                # enough idle threads for every queued job (a notified thread may not have
+                # woken yet, so compare with the queue, not with "anyone idle")
                 self._cond.notify()
                 return
+            if self._idle:
+                self._cond.notify()
             if self._threads >= self._max:
                 return  # saturated: the job waits for a free thread
             self._threads += 1
@@ -186,35 +190,41 @@ class SerialQueue:
     """Runs pushed callables in order, one at a time, on an :class:`ElasticPool`.
 
     It has WorkQueue's ``push`` and ThreadedWorkQueue's ``sync``, so it can stand wherever a
-    p4p queue is expected."""
+    p4p queue is expected.  It costs one lock until first used (servers hold thousands)."""
+
+    __slots__ = ("_pool", "_lock", "_pending", "_running", "_idle")
 
     def __init__(self, pool: ElasticPool | None = None):
-        self._pool = pool or default_pool()
+        self._pool = pool
         self._lock = threading.Lock()
-        self._pending: deque[Callable[[], None]] = deque()
+        self._pending: deque[Callable[[], None]] | None = None
         self._running = False
-        self._idle = threading.Event()
-        self._idle.set()
+        self._idle: threading.Event | None = None
 
     def push(self, fn: Callable[[], None]) -> None:
         with self._lock:
+            if self._pending is None:
+                self._pending = deque()
             self._pending.append(fn)
             if self._running:
                 return
             self._running = True
-            self._idle.clear()
-        self._pool.submit(self._drain)
+        (self._pool or default_pool()).submit(self._drain)
 
     push_wait = push
 
     def _drain(self) -> None:
+        pending = self._pending
+        assert pending is not None
         while True:
             with self._lock:
-                if not self._pending:
+                if not pending:
                     self._running = False
-                    self._idle.set()
+                    if self._idle is not None:
+                        self._idle.set()
+                        self._idle = None
                     return
-                fn = self._pending.popleft()
+                fn = pending.popleft()
             try:
                 fn()
             except Exception:
@@ -222,5 +232,11 @@ class SerialQueue:
 
     def sync(self, timeout: float | None = None) -> SerialQueue:
         """Wait until everything pushed so far has run."""
-        self._idle.wait(timeout)
+        with self._lock:
+            if not self._running:
+                return self
+            if self._idle is None:
+                self._idle = threading.Event()
+            ev = self._idle
+        ev.wait(timeout)
         return self

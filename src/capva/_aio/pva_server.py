@@ -201,6 +201,11 @@ class _GetOp(_Op):
         data = self.chan.pv._snapshot(self.be, self.reqmask)
         if data is None:
             self.reply_error(subcmd, "PV closed")
+        elif data.__class__ is tuple:  # a large value in parts
+            head = _IB[self.be].pack(self.ioid, subcmd) + _OK
+            n = len(head) + sum(len(p) for p in data)
+            hdr = _HDR[self.be].pack(0xCA, 2, _SFLAG | (0x80 if self.be else 0), self.cmd, n)
+            self.conn.write_parts(hdr, head, *data)
         else:
             self.reply(subcmd, _OK + data)
         if subcmd & SUB_DESTROY:
@@ -279,9 +284,7 @@ class _RpcOp(_Op):
         sub = self.pending_sub
         if error is not None:
             self.reply_error(sub, error)
-        elif value is None:
-            self.reply_error(sub, "RPC handler completed without a value")
-        else:
+        else:  # done() without a value: success with a null result (p4p's client gets None)
             self.reply(sub, _OK + encode_typed_value(value, self.be))
         if sub & SUB_DESTROY:
             self.conn.drop_op(self)
@@ -372,12 +375,18 @@ class _MonOp(_Op):
             if body is not None:
                 self._send(body, encode_bitset(ov, self.be) if ov else _EMPTY_BITSET)
 
-    def _send(self, body: bytes, overrun: bytes = _EMPTY_BITSET) -> None:
+    def _send(self, body: Any, overrun: bytes = _EMPTY_BITSET) -> None:
         be = self.be
-        head = _MON_HEAD[be].pack(
-            0xCA, 2, _SFLAG | (0x80 if be else 0), M.CMD_MONITOR, 5 + len(body) + len(overrun), self.ioid, 0
-        )
-        self.conn.write_parts(head, body, overrun)
+        flags = _SFLAG | (0x80 if be else 0)
+        if body.__class__ is tuple:  # a large update in parts
+            n = sum(len(p) for p in body)
+            head = _MON_HEAD[be].pack(0xCA, 2, flags, M.CMD_MONITOR, 5 + n + len(overrun), self.ioid, 0)
+            self.conn.write_parts(head, *body, overrun)
+        else:
+            head = _MON_HEAD[be].pack(
+                0xCA, 2, flags, M.CMD_MONITOR, 5 + len(body) + len(overrun), self.ioid, 0
+            )
+            self.conn.write_parts(head, body, overrun)
         if self.pipeline:
             self.window -= 1
 
@@ -452,8 +461,22 @@ class _Conn(asyncio.Protocol):
     def flush(self) -> None:
         self.flush_scheduled = False
         out, self.out = self.out, []
-        if out and self.transport is not None and not self.closed:
-            self.transport.writelines(out)
+        if not out or self.transport is None or self.closed:
+            return
+        # small pieces are joined into one write; big ones (arrays) go as memoryviews so the
+        # transport slices them instead of copying them again
+        t = self.transport
+        small: list = []
+        for p in out:
+            if len(p) >= 65536:
+                if small:
+                    t.write(b"".join(small))
+                    small = []
+                t.write(memoryview(p))
+            else:
+                small.append(p)
+        if small:
+            t.write(b"".join(small) if len(small) > 1 else small[0])
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 

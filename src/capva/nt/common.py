@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..pva import Type, Value
+from ..pva.types import intern_type
 
 #: The Value class, under a name that the NT classes' ``Value`` class attribute (p4p's hook for
 #: a Value subclass) does not shadow in annotations.
@@ -99,7 +100,7 @@ class NTBase:
         raise NotImplementedError("NT classes must provide buildType()")
 
     def __init__(self, *args: Any, **kws: Any) -> None:
-        self.type = self.buildType(*args, **kws)
+        self.type = intern_type(self.buildType(*args, **kws))
 
     def wrap(self, *args: Any, **kws: Any) -> Value:
         """Build a :class:`Value` from a Python object (called by e.g. ``SharedPV.post()``).

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..pva.types import intern_type
 from .common import NTBase, PVValue, Type, Value, alarm, timeStamp
 from .scalar import FieldSpec, _metaHelper, ntwrappercommon
 
@@ -73,7 +74,7 @@ class NTEnum(NTBase):
         return Type(id="epics:nt/NTEnum:1.0", spec=F)
 
     def __init__(self, **kws: Any) -> None:
-        self.type = self.buildType(**kws)
+        self.type = intern_type(self.buildType(**kws))
         # the last choices seen, from wrap() or from unwrap() of an update that carried them
         self._choices: list[str] = []
 

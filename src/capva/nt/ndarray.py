@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy
 
+from ..pva.types import intern_type
 from .common import NTBase, PVValue, Type, Value, alarm, timeStamp
 from .scalar import FieldSpec, ntwrappercommon
 
@@ -173,7 +174,7 @@ class NTNDArray(NTBase):
         return klass._default_type
 
     def __init__(self, **kws: Any) -> None:
-        self.type = self.buildType(**kws)
+        self.type = intern_type(self.buildType(**kws))
 
     @classmethod
     def _member(klass, dtype: numpy.dtype) -> str:

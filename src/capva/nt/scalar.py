@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy
 
+from ..pva.types import intern_type
 from .common import NTBase, PVValue, Type, Value, alarm, timeStamp
 
 __all__ = [
@@ -250,7 +251,7 @@ class NTScalar(NTBase):
         return Type(id="epics:nt/NTScalarArray:1.0" if isarray else "epics:nt/NTScalar:1.0", spec=F)
 
     def __init__(self, valtype: str = "d", **kws: Any) -> None:
-        self.type = self.buildType(valtype, **kws)
+        self.type = intern_type(self.buildType(valtype, **kws))
 
     def wrap(self, value: Any, **kws: Any) -> PVValue:
         """Pack a Python value into a new :class:`Value` of ``self.type``.

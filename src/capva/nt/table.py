@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..pva.types import intern_type
 from .common import NTBase, PVValue, Type, Value, alarm, timeStamp
 from .scalar import FieldSpec
 
@@ -65,7 +66,7 @@ class NTTable(NTBase):
                 raise ValueError("NTTable column types may not be array")
             C.append((col, "a" + code))
             self.labels.append(col)
-        self.type = self.buildType(C, extra=extra)
+        self.type = intern_type(self.buildType(C, extra=extra))
 
     def wrap(self, values: Iterable[Any] | Mapping[str, Any] | PVValue, **kws: Any) -> PVValue:
         """Pack rows (an iterable of dicts) or columns (a mapping of sequences) into a Value.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..pva.types import intern_type
 from .common import Type, Value
 from .scalar import FieldSpec
 
@@ -46,7 +47,7 @@ class NTURI:
 
     def __init__(self, args: Sequence[FieldSpec]) -> None:
         self._args = list(args)
-        self.type = self.buildType(args)
+        self.type = intern_type(self.buildType(args))
 
     def wrap(
         self,

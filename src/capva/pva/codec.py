@@ -49,7 +49,7 @@ from .._wire import (
     encode_string,
 )
 from .errors import DecodeError
-from .types import Type
+from .types import Type, intern_type
 from .value import DTYPES, Value, _init_vals, default_of
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "encode_full",
     "decode_full",
     "encode_partial",
+    "encode_partial_parts",
     "decode_partial",
     "encode_typed_value",
     "encode_field_value",
@@ -287,7 +288,8 @@ def decode_type(buf, pos: int, be: bool, cache: dict[int, Type | None]) -> tuple
     """Decode one FieldDesc at ``pos``; ``cache`` is the connection's receive registry
     (a dict, updated in place by ``0xFD`` entries).  Returns ``(Type or None, new_pos)``."""
     try:
-        return _dec_type(buf, pos, be, cache, 0)
+        T, pos = _dec_type(buf, pos, be, cache, 0)
+        return (None if T is None else intern_type(T)), pos
     except DecodeError:
         raise
     except (WireError, IndexError, struct.error) as e:
@@ -466,6 +468,23 @@ def encode_full(V: Value, be: bool, cache: SendTypeCache | None = None) -> bytes
     out: list = []
     _enc_struct(V, be, out, cache)
     return b"".join(out)
+
+
+def encode_partial_parts(V: Value, be: bool, mask: int | None = None) -> list:
+    """Like :func:`encode_partial` but returns the pieces (bytes and array memoryviews)
+    without joining them: a transport can send a large array without copying it."""
+    T = V._T
+    vals = V._s.vals
+    if mask is None:
+        mask = V._rel_mask()
+    if V._b:
+        vals = vals[V._b : V._b + T._span[0]]
+    if mask >> T._span[0]:
+        raise ValueError(f"mask selects bit {mask.bit_length() - 1}; {T.getID()} has {T._span[0]} fields")
+    out = [encode_bitset(mask, be)]
+    if mask:
+        _plan(T, mask, be, True)(vals, out, None)
+    return out
 
 
 def encode_partial(V: Value, be: bool, mask: int | None = None, cache: SendTypeCache | None = None) -> bytes:
@@ -695,6 +714,7 @@ def decode_typed_value(buf, pos: int, be: bool, cache: dict) -> tuple[Any, int]:
 # -- generated plans ----------------------------------------------------------------------
 
 _PLAN_LIMIT = 256
+_PLANS: dict[tuple, Any] = {}
 
 
 def _selected_leaves(T: Type, mask: int) -> list[int]:
@@ -718,6 +738,11 @@ def _plan(T: Type, mask: int, be: bool, enc: bool):
     key = (mask, be, enc)
     fn = T._cache.get(key)
     if fn is not None:
+        return fn
+    gkey = (T, mask, be, enc)
+    fn = _PLANS.get(gkey)  # structurally equal types share compiled plans
+    if fn is not None:
+        T._cache[key] = fn
         return fn
     leaves = _selected_leaves(T, mask)
     nodes = T._nodes
@@ -763,6 +788,9 @@ def _plan(T: Type, mask: int, be: bool, enc: bool):
     label = T.getID().encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00")
     exec(compile(src, f"<capva plan {label} mask={mask:#x}>", "exec"), env)
     fn = env["fn"]
+    if len(_PLANS) > 16 * _PLAN_LIMIT:
+        _PLANS.clear()
+    _PLANS[gkey] = fn
     if len(T._cache) > _PLAN_LIMIT:
         for old in [c for c in T._cache if isinstance(c, tuple)]:
             del T._cache[old]

@@ -33,6 +33,7 @@ __all__ = [
     "UnionArray",
     "SCALAR_CODES",
     "SpecError",
+    "intern_type",
     "CNAMES",
 ]
 
@@ -339,6 +340,23 @@ class Type:
     @property
     def is_struct(self) -> bool:
         return self.code == "S"
+
+
+_INTERN: dict[Type, Type] = {}
+
+
+def intern_type(T: Type) -> Type:
+    """The canonical instance of a structurally equal Type.
+
+    Per-type caches (encode/decode plans, value templates) live on the instance, so types
+    that arrive again and again (pvRequests, every ``NTScalar('d')``) should share one."""
+    t = _INTERN.get(T)
+    if t is not None:
+        return t
+    if len(_INTERN) > 4096:
+        _INTERN.clear()
+    _INTERN[T] = T
+    return T
 
 
 def _rebuild(spec):

@@ -1,10 +1,9 @@
 """SharedPV whose handlers run in an asyncio event loop (p4p.server.asyncio).
 
 Handlers may be plain functions or coroutine functions.  ``loop=`` selects the loop (as
-the seed documents); by default the loop running when the SharedPV is created, or, if
-none is running then, the first loop that runs a handler-dispatching call later
-(``asyncio.get_event_loop()`` at first use).  The network itself runs elsewhere, so a
-slow handler never delays I/O.
+the seed documents); by default the loop running when the SharedPV is created, or, if none
+is running then, the loop from which it is first opened or posted.  The network itself runs
+in capva's own loop thread, so a slow handler never delays I/O.
 """
 
 from __future__ import annotations
@@ -33,6 +32,23 @@ class SharedPV(_SharedPV):
         self._tasks: set[asyncio.Task] = set()
         self._disconnected: asyncio.Event | None = None
         _SharedPV.__init__(self, handler=handler, **kws)
+
+    def _bind_running_loop(self) -> None:
+        if self.loop is None:
+            try:
+                self.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+
+    def open(self, value: Any, *args: Any, **kws: Any) -> None:
+        """As raw ``open()``; a PV created before any loop ran binds to the loop it is
+        first opened or posted from."""
+        self._bind_running_loop()
+        _SharedPV.open(self, value, *args, **kws)
+
+    def post(self, value: Any, **kws: Any) -> None:
+        self._bind_running_loop()
+        _SharedPV.post(self, value, **kws)
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:

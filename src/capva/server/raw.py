@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..pva.codec import encode_partial, value_mask
+from ..pva.codec import encode_partial_parts, value_mask
 from ..pva.types import Type
 from ..pva.value import Value, _clone_value
 
@@ -71,6 +71,18 @@ def _apply_time(V: Value) -> int:
     bits = (1 << sec) | (1 << ns)
     V._s.mask |= bits
     return bits
+
+
+#: updates larger than this stay as separate parts (no join copy of big arrays)
+_BIG = 65536
+
+
+def _body(V: Value, be: bool, mask: int) -> Any:
+    """One update body: bytes, or a tuple of parts when it carries a large array."""
+    parts = encode_partial_parts(V, be, mask)
+    if len(parts) > 2 and sum(len(p) for p in parts) >= _BIG:
+        return tuple(parts)
+    return b"".join(parts)
 
 
 class Handler:
@@ -416,13 +428,13 @@ class SharedPV:
             except ValueError:
                 pass
 
-    def _snapshot(self, be: bool, reqmask: int) -> bytes | None:
+    def _snapshot(self, be: bool, reqmask: int) -> Any:
         """BitSet + fields of the current value selected by ``reqmask`` (None if closed)."""
         with self._lock:
             V = self._V
             if V is None:
                 return None
-            return encode_partial(V, be, self._valid & reqmask)
+            return _body(V, be, self._valid & reqmask)
 
     def _value_copy(self) -> Value | None:
         with self._lock:
@@ -466,7 +478,7 @@ class SharedPV:
             if self._V is None:
                 return None
             self._monitors.add(mon)
-            return encode_partial(self._V, mon.be, self._valid & mon.reqmask)
+            return _body(self._V, mon.be, self._valid & mon.reqmask)
 
     def _unsubscribe(self, mon: Any) -> None:
         with self._lock:
@@ -484,7 +496,7 @@ class SharedPV:
             body = bodies.get(key, b"")
             if body == b"":
                 m = mask & mon.reqmask
-                body = bodies[key] = encode_partial(V, mon.be, m) if m & ~1 or m == 1 else None
+                body = bodies[key] = _body(V, mon.be, m) if m & ~1 or m == 1 else None
             if body is not None:
                 pending.append((mon, body, mask))
         if pending:
@@ -508,7 +520,7 @@ class SharedPV:
             V = self._V
             if V is None:
                 return None
-            return encode_partial(V, be, mask)
+            return _body(V, be, mask)
 
     def _put(self, op: ServerOperation) -> None:
         M = getattr(self._handler, "put", None)

@@ -43,18 +43,20 @@ class SharedPV(_SharedPV):
 
     def __init__(self, queue: WorkQueue | SerialQueue | None = None, **kws: Any):
         self._queue = queue or SerialQueue()
-        self._disconnected = threading.Event()
-        self._disconnected.set()
+        self._disconnected: threading.Event | None = None  # made at first connect
         _SharedPV.__init__(self, **kws)
 
     def _exec(self, op: Any, M: Any, *args: Any) -> None:
         self._queue.push(partial(_on_queue, op, M, *args))
 
     def _onFirstConnect(self) -> None:
+        if self._disconnected is None:
+            self._disconnected = threading.Event()
         self._disconnected.clear()
 
     def _onLastDisconnect(self) -> None:
-        self._disconnected.set()
+        if self._disconnected is not None:
+            self._disconnected.set()
 
     def close(self, destroy: bool = False, sync: bool = False, timeout: float | None = None) -> None:
         """Close (see raw); with ``sync=True`` wait for queued handlers and for
@@ -64,4 +66,5 @@ class SharedPV(_SharedPV):
             sync_fn = getattr(self._queue, "sync", None)
             if sync_fn is not None:
                 sync_fn(timeout)
-            self._disconnected.wait(timeout)
+            if self._disconnected is not None:
+                self._disconnected.wait(timeout)
