@@ -85,6 +85,25 @@ def _body(V: Value, be: bool, mask: int) -> Any:
     return b"".join(parts)
 
 
+_SCALARS = frozenset((float, int, bool, str))
+
+
+def _fast_path(nt: Any, wrap: Callable, T: Type) -> tuple[int, Callable] | None:
+    """(index of 'value', converter) when posting a plain Python scalar can skip wrap():
+    the PV uses capva's own NTScalar wrapper and 'value' is a scalar field."""
+    from ..nt.scalar import NTScalar
+
+    if not isinstance(nt, NTScalar) or getattr(wrap, "__func__", None) is not NTScalar.wrap:
+        return None
+    idx = T._paths.get("value")
+    if idx is None:
+        return None
+    from ..pva.value import SCALAR_CONVERT
+
+    conv = SCALAR_CONVERT.get(T._nodes[idx].code)
+    return None if conv is None else (idx, conv)
+
+
 class Handler:
     """Optional base class of a SharedPV handler (p4p.server.raw.Handler)."""
 
@@ -253,6 +272,8 @@ class SharedPV:
         self._pending: list = []
         self._scheduled: set = set()
         self._options = options
+        self._fast: tuple[int, Callable] | None = None
+        self._fast_type: Type | None = None
         if initial is not None:
             self.open(initial, nt=nt, wrap=wrap, unwrap=unwrap, **kws)
 
@@ -278,6 +299,8 @@ class SharedPV:
             self._V = V
             self._type = V._T
             self._valid = value_mask(V)
+            self._fast = _fast_path(self.nt, self._wrap, V._T)
+            self._fast_type = V._T
             waiters, self._waiters = self._waiters, []
         for w in waiters:
             w()
@@ -285,6 +308,23 @@ class SharedPV:
     def post(self, value: Any, **kws: Any) -> None:
         """Update the PV: the fields marked in ``value`` are stored and sent to every
         subscriber.  Keywords go to the wrapper (``timestamp=``, ``severity=``, ...)."""
+        fast = self._fast
+        if fast is not None and not kws and value.__class__ in _SCALARS:
+            idx, conv = fast
+            with self._lock:
+                cur = self._V
+                if cur is None:
+                    raise RuntimeError("Must open() before post()ing")
+                if cur._T is self._fast_type:
+                    # NTScalar.wrap(x) would mark just 'value': skip building a Value
+                    cur._s.vals[idx] = conv(value, "value")
+                    cur._s.mask = 0
+                    mask = (1 << idx) | _apply_time(cur)
+                    cur._s.mask = 0
+                    self._valid |= mask
+                    if self._monitors:
+                        self._fanout(mask)
+                    return
         V = self._wrap_value(value, kws)
         with self._lock:
             cur = self._V
