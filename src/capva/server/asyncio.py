@@ -13,7 +13,7 @@ import inspect
 import logging
 from typing import Any
 
-from .raw import Handler, RemoteError
+from .raw import Handler, handler_failed
 from .raw import SharedPV as _SharedPV
 
 _log = logging.getLogger(__name__)
@@ -81,19 +81,13 @@ class SharedPV(_SharedPV):
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         except Exception as e:
-            if op is not None:
-                op.done(error=str(e))
-            if not isinstance(e, RemoteError):
-                _log.exception("Unexpected error in handler")
+            handler_failed(op, e)
 
     async def _await(self, op: Any, aw: Any) -> None:
         try:
             await aw
         except Exception as e:
-            if op is not None:
-                op.done(error=str(e))
-            if not isinstance(e, RemoteError):
-                _log.exception("Unexpected error in handler")
+            handler_failed(op, e)
 
     def _onFirstConnect(self) -> None:
         if self._disconnected is None:

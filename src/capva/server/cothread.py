@@ -17,7 +17,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "use capva.server.thread or capva.server.asyncio instead"
     ) from e
 
-from .raw import Handler, RemoteError
+from functools import partial
+
+from .raw import Handler, run_handler
 from .raw import SharedPV as _SharedPV
 
 _log = logging.getLogger(__name__)
@@ -39,16 +41,7 @@ class SharedPV(_SharedPV):
         _SharedPV.__init__(self, **kws)
 
     def _exec(self, op: Any, M: Any, *args: Any) -> None:
-        def run() -> None:
-            try:
-                M(*args)
-            except Exception as e:
-                if op is not None:
-                    op.done(error=str(e))
-                if not isinstance(e, RemoteError):
-                    _log.exception("Unexpected error in handler")
-
-        self._queue(run)
+        self._queue(partial(run_handler, op, M, *args))
 
     def _onFirstConnect(self) -> None:
         self._disconnected.Reset()

@@ -104,6 +104,22 @@ def _fast_path(nt: Any, wrap: Callable, T: Type) -> tuple[int, Callable] | None:
     return None if conv is None else (idx, conv)
 
 
+def handler_failed(op: Any, e: BaseException) -> None:
+    """A handler raised: fail its operation with the text (RemoteError: no traceback)."""
+    if op is not None:
+        op.done(error=str(e))
+    if not isinstance(e, RemoteError):
+        _log.exception("Unexpected error in handler", exc_info=e)
+
+
+def run_handler(op: Any, M: Callable, *args: Any) -> None:
+    """Call a handler method; an exception fails ``op`` instead of escaping."""
+    try:
+        M(*args)
+    except Exception as e:
+        handler_failed(op, e)
+
+
 class Handler:
     """Optional base class of a SharedPV handler (p4p.server.raw.Handler)."""
 
@@ -426,13 +442,7 @@ class SharedPV:
 
     def _exec(self, op: ServerOperation | None, M: Callable, *args: Any) -> None:
         """Run a handler method.  raw: right here (the network loop) - flavours override."""
-        try:
-            M(*args)
-        except Exception as e:
-            if op is not None:
-                op.done(error=str(e))
-            if not isinstance(e, RemoteError):
-                _log.exception("Unexpected error in handler of %r", self)
+        run_handler(op, M, *args)
 
     def _onFirstConnect(self) -> None:
         pass

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from ..util import SerialQueue, WorkQueue
-from .raw import Handler, RemoteError
+from .raw import Handler, run_handler
 from .raw import SharedPV as _SharedPV
 
 _log = logging.getLogger(__name__)
@@ -22,16 +22,7 @@ __all__ = ["SharedPV", "Handler"]
 
 
 def _on_queue(op: Any, M: Any, *args: Any) -> None:
-    try:
-        M(*args)
-        return
-    except RemoteError as e:
-        err: Exception = e
-    except Exception as e:
-        _log.exception("Unexpected error in handler")
-        err = e
-    if op is not None:
-        op.done(error=str(err))
+    run_handler(op, M, *args)
 
 
 class SharedPV(_SharedPV):
