@@ -29,7 +29,7 @@ def _read_until_closed(sock: socket.socket, deadline: float) -> bool:
         try:
             if sock.recv(65536) == b"":
                 return True
-        except socket.timeout:
+        except TimeoutError:
             continue
         except ConnectionResetError:
             return True
@@ -54,7 +54,7 @@ def test_idle_connection_times_out_and_echo_keeps_it_alive():
                     if busy.recv(65536) == b"":
                         closed_busy = True
                         break
-                except socket.timeout:
+                except TimeoutError:
                     pass
             assert not closed_busy, "a client that echoes must not be timed out"
             assert _read_until_closed(idle, t0 + 6.0), "an idle client must be dropped after ~2 s"
