@@ -250,6 +250,7 @@ class _PutOp(_Op):
             self.reply_error(sub, error)
         if sub & SUB_DESTROY:
             self.conn.drop_op(self)
+        self.conn.flush()
 
 
 class _RpcOp(_Op):
@@ -288,6 +289,7 @@ class _RpcOp(_Op):
             self.reply(sub, _OK + encode_typed_value(value, self.be))
         if sub & SUB_DESTROY:
             self.conn.drop_op(self)
+        self.conn.flush()
 
 
 class _MonOp(_Op):
@@ -526,6 +528,8 @@ class _Conn(asyncio.Protocol):
             if self.closed:
                 return
             self._handle_safe(fr)
+        if self.out:
+            self.flush()  # replies leave now, not one loop iteration (an epoll_wait) later
 
     def _handle_safe(self, fr: F.Frame) -> None:
         try:

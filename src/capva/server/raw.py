@@ -495,7 +495,10 @@ class SharedPV:
             first = not self._channels
             self._channels.add(chan)
         if first:
-            self._exec(None, self._first_connect)
+            self._onFirstConnect()  # flavour bookkeeping: cheap, no hand-off
+            M = getattr(self._handler, "onFirstConnect", None)
+            if M is not None:
+                self._exec(None, M, self)
 
     def _detach(self, chan: Any) -> None:
         with self._lock:
@@ -506,13 +509,11 @@ class SharedPV:
                 self._monitors.discard(m)
             last = not self._channels
         if last:
-            self._exec(None, self._last_disconnect)
-
-    def _first_connect(self) -> None:
-        self._onFirstConnect()
-        M = getattr(self._handler, "onFirstConnect", None)
-        if M is not None:
-            M(self)
+            M = getattr(self._handler, "onLastDisconnect", None)
+            if M is not None:
+                self._exec(None, self._last_disconnect)
+            else:
+                self._onLastDisconnect()
 
     def _last_disconnect(self) -> None:
         try:
