@@ -19,7 +19,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-__all__ = ["ServerConfig", "ConfigError", "parse_addr_list", "parse_bool"]
+__all__ = ["ServerConfig", "ClientConfig", "ConfigError", "parse_addr_list", "parse_bool"]
 
 
 class ConfigError(RuntimeError):
@@ -200,5 +200,79 @@ class ServerConfig:
             "EPICS_PVA_CONN_TMO": "%g" % self.conn_tmo,  # noqa: UP031
             "EPICS_PVA_INTF_ADDR_LIST": intf,
             "EPICS_PVA_NAME_SERVERS": "",
+            "EPICS_PVA_SERVER_PORT": str(self.tcp_port),
+        }
+
+
+@dataclass
+class ClientConfig:
+    """Effective PVA client settings (pva-protocol.md §6.2): search destinations, name
+    servers, ports and the connection timeout.  Clients read only ``EPICS_PVA_*``."""
+
+    addr_list: list[tuple[str, int]] = field(default_factory=list)
+    auto_addr: bool = True
+    name_servers: list[tuple[str, int]] = field(default_factory=list)
+    udp_port: int = 5076
+    tcp_port: int = 5075
+    conn_tmo: float = 30.0
+    interfaces: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+
+    @property
+    def timeout(self) -> float:
+        t = self.conn_tmo
+        if not math.isfinite(t) or t <= 0:
+            return 40.0
+        return max(2.0, t * 4.0 / 3.0)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        conf: Mapping[str, str] | None = None,
+        useenv: bool = True,
+    ) -> ClientConfig:
+        src: dict[str, str] = {}
+        if useenv and environ:
+            src.update({k: v for k, v in environ.items() if k.startswith("EPICS_PVA_")})
+        if conf:
+            src.update(
+                {k: str(v) for k, v in conf.items() if isinstance(k, str) and k.startswith("EPICS_PVA_")}
+            )
+        c = cls()
+
+        def port(name: str, default: int) -> int:
+            v = src.get(name, "").strip()
+            if not v:
+                return default
+            try:
+                p = int(v)
+            except ValueError:
+                raise ConfigError(f"invalid {name}: {v!r}") from None
+            return p if 0 < p <= 65535 else default  # 0 is meaningless for a client (pvxs ignores it)
+
+        c.udp_port = port("EPICS_PVA_BROADCAST_PORT", 5076)
+        c.tcp_port = port("EPICS_PVA_SERVER_PORT", 5075)
+        c.addr_list = parse_addr_list(src.get("EPICS_PVA_ADDR_LIST", ""), c.udp_port)
+        c.auto_addr = parse_bool(src.get("EPICS_PVA_AUTO_ADDR_LIST", "YES"), True)
+        c.name_servers = parse_addr_list(src.get("EPICS_PVA_NAME_SERVERS", ""), c.tcp_port)
+        intf = src.get("EPICS_PVA_INTF_ADDR_LIST", "").split()
+        if intf:
+            c.interfaces = intf
+        tmo = src.get("EPICS_PVA_CONN_TMO")
+        if tmo:
+            try:
+                c.conn_tmo = float(tmo)
+            except ValueError:
+                raise ConfigError(f"invalid EPICS_PVA_CONN_TMO: {tmo!r}") from None
+        return c
+
+    def conf(self) -> dict[str, str]:
+        return {
+            "EPICS_PVA_ADDR_LIST": _fmt_addrs(self.addr_list, self.udp_port),
+            "EPICS_PVA_AUTO_ADDR_LIST": "YES" if self.auto_addr else "NO",
+            "EPICS_PVA_BROADCAST_PORT": str(self.udp_port),
+            "EPICS_PVA_CONN_TMO": "%g" % self.conn_tmo,  # noqa: UP031
+            "EPICS_PVA_INTF_ADDR_LIST": " ".join(self.interfaces),
+            "EPICS_PVA_NAME_SERVERS": _fmt_addrs(self.name_servers, self.tcp_port),
             "EPICS_PVA_SERVER_PORT": str(self.tcp_port),
         }
