@@ -685,13 +685,17 @@ class _Monitor:
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):
-    def __init__(self, ctx: ClientContext):
+    def __init__(self, ctx: ClientContext, beacons: bool = False):
         self.ctx = ctx
+        self.beacons = beacons
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             frames = F.split_datagram(data)
         except DecodeError:
+            return
+        if self.beacons and any(fr.command == M.CMD_SEARCH and not fr.flags & 0x40 for fr in frames):
+            self.ctx.forward_search(frames, addr[0])
             return
         for fr in frames:
             try:
@@ -724,6 +728,7 @@ class ClientContext:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._beacon_udp: asyncio.DatagramTransport | None = None
+        self._group_tx: socket.socket | None = None
         self._dests: list[tuple[tuple[str, int], bool]] = []
         self._servers: dict[tuple[str, int], bytes] = {}
         self._last_poke = 0.0
@@ -747,13 +752,42 @@ class ClientContext:
             bs.bind(("0.0.0.0", cfg.udp_port))
             bs.setblocking(False)
             self._beacon_udp, _ = await self.loop.create_datagram_endpoint(
-                lambda: _SearchProtocol(self), sock=bs
+                lambda: _SearchProtocol(self, beacons=True), sock=bs
             )
+            gs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            gs.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            gs.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            gs.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            gs.setblocking(False)
+            self._group_tx = gs
         except OSError as e:
             _log.debug("not listening for beacons on port %d: %s", cfg.udp_port, e)
         for addr in cfg.name_servers:
             self._connect_name_server(addr)
         self._tick_handle = self.loop.call_later(1.0, self._tick)
+
+    def forward_search(self, frames: list, src_ip: str) -> None:
+        """A unicast SEARCH meant for a server on this host reached our beacon socket (they
+        share the port and the kernel picks one socket): pass it on to every local server
+        through the loopback group with an ORIGIN_TAG, as pvxs clients and servers do (§6.4)."""
+        gs = self._group_tx
+        if gs is None:
+            return
+        tag = b"\x00" * 10 + b"\xff\xff" + socket.inet_aton("127.0.0.1")
+        parts = [F.encode_frame(M.CMD_ORIGIN_TAG, tag, be=True, server=False)]
+        for fr in frames:
+            if fr.command != M.CMD_SEARCH or len(fr.body) < 24 or not fr.body[4] & 0x80:
+                continue  # only unicast searches are misdelivered; broadcasts reach everyone
+            body = bytearray(fr.body)
+            body[4] &= 0x7F
+            if bytes(body[8:24]) in _ANY_ADDR:
+                body[8:24] = b"\x00" * 10 + b"\xff\xff" + socket.inet_aton(src_ip)
+            parts.append(F.Frame(fr.version, fr.flags, fr.command, bytes(body), len(body)).encode())
+        if len(parts) > 1:
+            try:
+                gs.sendto(b"".join(parts), ("224.0.0.128", self.config.udp_port))
+            except OSError as e:
+                _log.debug("search forward failed: %s", e)
 
     def _destinations(self) -> list[tuple[tuple[str, int], bool]]:
         """(address, unicast flag) for every search destination."""
@@ -790,6 +824,9 @@ class ClientContext:
         for t in (self._udp, self._beacon_udp):
             if t is not None:
                 t.close()
+        if self._group_tx is not None:
+            self._group_tx.close()
+            self._group_tx = None
         for ch in self.channels.values():
             for w in ch.waiters:
                 if not w.done():
