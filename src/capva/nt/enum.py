@@ -19,7 +19,7 @@ from typing import Any
 
 from ..pva.types import intern_type
 from .common import NTBase, PVValue, Type, Value, alarm, timeStamp
-from .scalar import FieldSpec, _metaHelper, ntwrappercommon
+from .scalar import FieldSpec, _CreateBuild, _metaHelper, ntwrappercommon
 
 __all__ = ["NTEnum", "ntenum"]
 
@@ -45,13 +45,16 @@ class ntenum(ntwrappercommon, int):
         return f"{self.__class__.__name__}({int(self):d}, {self.choice})"
 
 
-class NTEnum(NTBase):
+class NTEnum(_CreateBuild, NTBase):
     """An enumeration: ``value`` is an ``enum_t {int index; string[] choices}``.
 
     :param extra: further ``(name, spec)`` fields appended at the end
     :param display: add a numeric ``display`` sub-structure (p4p's layout, with ``format``)
     :param control: add ``control``
     :param valueAlarm: add ``valueAlarm``
+
+    ``NTEnum().create()`` is a fresh Value (aiopvxs style), ``.build()`` a
+    :class:`capva.data.TypeDef`.
     """
 
     Value = Value

@@ -12,6 +12,7 @@ client an *augmented* Python value: a real ``float`` (``int``, ``str``, ``numpy.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -73,6 +74,13 @@ class ntwrappercommon:
         return f"{time.ctime(self.timestamp)} {self.__repr__()}"
 
     tostr = __str__
+
+    def as_dict(self) -> dict:
+        """aiopvxs-style access to the whole structure behind the value (``.raw``), so
+        code written for aiopvxs's client works on capva's unwrapped results too."""
+        if self.raw is None:
+            raise ValueError("no underlying Value")
+        return self.raw.as_dict()
 
 
 class ntfloat(ntwrappercommon, float):
@@ -208,7 +216,29 @@ def _metaHelper(
         )
 
 
-class NTScalar(NTBase):
+def _plain_code(valtype: Any) -> Any:
+    """A :class:`capva.data.TypeCode` (or any str-valued enum) as its p4p code string."""
+    return valtype.value if isinstance(valtype, enum.Enum) else valtype
+
+
+class _CreateBuild:
+    """aiopvxs / pvxs spellings on NT helpers: ``NTScalar(T.Int32A).create()`` / ``.build()``."""
+
+    type: Type
+
+    def create(self) -> PVValue:
+        """A new Value of this NT: every field at its default, none marked (pvxs ``create()``)."""
+        return Value(self.type)
+
+    def build(self) -> Any:
+        """The type as a :class:`capva.data.TypeDef` (pvxs ``build()``); ``.type`` is the
+        capva Type.  Usable as ``capva.server.SharedPV(nt=..., initial={...})``."""
+        from ..data import TypeDef
+
+        return TypeDef(self.type)
+
+
+class NTScalar(_CreateBuild, NTBase):
     """A single scalar or a 1-d array of scalars, with alarm, time stamp and optional meta-data.
 
     The Type id is ``epics:nt/NTScalar:1.0``, or ``epics:nt/NTScalarArray:1.0`` when ``valtype``
@@ -220,7 +250,8 @@ class NTScalar(NTBase):
         >>> NTScalar.unwrap(NTScalar('as').wrap(['a', 'b']))  # an ntstringarray
         ['a', 'b']
 
-    :param valtype: type code of ``value`` (``'d'``, ``'i'``, ``'s'``, ``'?'``, ``'ad'``...)
+    :param valtype: type code of ``value`` (``'d'``, ``'i'``, ``'s'``, ``'?'``, ``'ad'``...),
+        or a :class:`capva.data.TypeCode` (``NTScalar(T.Int32A).create()``, aiopvxs style)
     :param extra: further ``(name, spec)`` fields appended at the end
     :param display: add ``display`` (limits, description, format, units)
     :param control: add ``control`` (limits, minStep); numeric values only
@@ -240,6 +271,7 @@ class NTScalar(NTBase):
         form: bool = False,
     ) -> Type:
         """Build the :class:`Type` (see the class docstring for the parameters)."""
+        valtype = _plain_code(valtype)
         isarray = valtype[:1] == "a"
         F: list[FieldSpec] = [
             ("value", valtype),

@@ -33,7 +33,7 @@ import numpy as np
 
 from .types import CNAMES, Type, leaf, type_cname
 
-__all__ = ["Value", "AssignError", "DTYPES"]
+__all__ = ["Value", "AssignError", "NoConvert", "DTYPES"]
 
 
 class AssignError(TypeError, RuntimeError):
@@ -41,6 +41,13 @@ class AssignError(TypeError, RuntimeError):
 
     It is both a ``TypeError`` (what it is) and a ``RuntimeError`` (what p4p raises in the
     same situations), so code written for either keeps working."""
+
+
+class NoConvert(TypeError, ValueError):
+    """A field cannot be converted to the requested Python type (``Value.as_int()`` of a
+    string that is not a number, ``as_list()`` of a scalar ...).  pvxs/aiopvxs's name.
+
+    Both a ``TypeError`` and a ``ValueError``, so callers catching either still work."""
 
 
 #: numpy dtype of each numeric code
@@ -490,6 +497,26 @@ def _parents(T: Type) -> tuple[int, ...]:
 _SLOTS = frozenset(("_T", "_s", "_b"))
 
 
+class _yields_to_field:
+    """Method decorator for the aiopvxs names added to :class:`Value`: on attribute access a
+    structure field of the same name is returned instead (what ``V.name`` meant before the
+    method existed), else the bound method.  ``Value.name(V)`` is always the method."""
+
+    def __init__(self, fn: Any):
+        self._fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self._fn
+        rel = obj._T._paths.get(self.__name__)
+        if rel is not None:
+            return obj._get(rel)
+        return self._fn.__get__(obj, cls)
+
+
 class Value:
     """Value(type, initial=None, clone=None)
 
@@ -872,6 +899,114 @@ class Value:
 
     def __copy__(self) -> Value:
         return _clone_value(self)
+
+    # -- aiopvxs (pvxs) API --------------------------------------------------------------------
+    # Conversions live in capva.data.  A field of the same name wins over these methods on
+    # attribute access (V.id is the field 'id' if there is one), so no p4p-style code changes
+    # meaning; Value.id(V) always reaches the method.
+
+    @_yields_to_field
+    def as_dict(self, field: str | None = None) -> dict[str, Any]:
+        """Nested dicts of plain Python values (arrays as lists, ``[]`` when empty); unlike
+        :meth:`todict`, which keeps p4p's numpy arrays (None when empty).
+
+        ``V.as_dict()`` of an NTScalar is ``{'value': [1, 2], 'alarm': {...}, ...}``."""
+        from .. import data
+
+        return data.as_dict(self, field)
+
+    @_yields_to_field
+    def as_bool(self, field: str | None = None) -> bool:
+        """``field`` (default: this structure's ``value``, or the index of an enum) as a bool.
+
+        Raises :class:`NoConvert` for arrays, structures and non-boolean strings."""
+        from .. import data
+
+        return data.as_bool(self, field)
+
+    @_yields_to_field
+    def as_int(self, field: str | None = None) -> int:
+        """``field`` (default ``value``; an enum gives its index) as an int; see :meth:`as_bool`."""
+        from .. import data
+
+        return data.as_int(self, field)
+
+    @_yields_to_field
+    def as_float(self, field: str | None = None) -> float:
+        """``field`` (default ``value``) as a float; see :meth:`as_bool`."""
+        from .. import data
+
+        return data.as_float(self, field)
+
+    @_yields_to_field
+    def as_string(self, field: str | None = None) -> str:
+        """``field`` (default ``value``) as text, pvxs-style (``true``, ``%g``); an enum gives
+        its selected choice."""
+        from .. import data
+
+        return data.as_string(self, field)
+
+    @_yields_to_field
+    def as_list(self, field: str | None = None) -> list:
+        """An array field (default ``value``) as a Python list; scalars raise NoConvert."""
+        from .. import data
+
+        return data.as_list(self, field)
+
+    @_yields_to_field
+    def as_int_list(self, field: str | None = None) -> list[int]:
+        """An integer/bool (or numeric string) array as ``list[int]``; float arrays raise."""
+        from .. import data
+
+        return data.as_int_list(self, field)
+
+    @_yields_to_field
+    def as_float_list(self, field: str | None = None) -> list[float]:
+        """A numeric (or numeric string) array as ``list[float]``."""
+        from .. import data
+
+        return data.as_float_list(self, field)
+
+    @_yields_to_field
+    def as_string_list(self, field: str | None = None) -> list[str]:
+        """A string array, or a numeric array formatted pvxs-style, as ``list[str]``."""
+        from .. import data
+
+        return data.as_string_list(self, field)
+
+    @_yields_to_field
+    def as_array(self, field: str | None = None) -> np.ndarray:
+        """An array field as numpy: the stored read-only array for numbers, an object array
+        for strings."""
+        from .. import data
+
+        return data.as_array(self, field)
+
+    @_yields_to_field
+    def id(self) -> str:
+        """pvxs's ``id()``: the type id as declared, ``''`` when none (:meth:`getID`, p4p's
+        spelling, says ``'structure'`` instead)."""
+        return self._T.id
+
+    @_yields_to_field
+    def storageType(self, field: str | None = None) -> Any:
+        """A :class:`capva.data.StoreType`: ``Compound`` for a structure, ``Array``,
+        ``Integer``, ``UInteger``, ``Real``, ``Bool`` or ``String`` for a field."""
+        from .. import data
+
+        return data.storage_type(self, field)
+
+    @_yields_to_field
+    def assign(self, other: Any) -> Value:
+        """Copy from a dict (dotted keys allowed) or a Value (its marked fields), as
+        ``V[None] = other``; returns ``self`` so that ``T.create().assign({...})`` chains."""
+        self[None] = other
+        return self
+
+    @_yields_to_field
+    def cloneEmpty(self) -> Value:
+        """A new Value of the same type with every field at its default and none marked."""
+        return Value(self._T)
 
     def __deepcopy__(self, memo) -> Value:
         return _clone_value(self)

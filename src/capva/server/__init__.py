@@ -1,5 +1,9 @@
 """p4p-compatible PVA server API: ``from capva.server import Server, StaticProvider``.
 
+Note: ``capva.server.SharedPV`` is the *aiopvxs* flavour (a writable mailbox by default,
+see :class:`SharedPV`); p4p code takes its SharedPV from :mod:`.thread`, :mod:`.asyncio`,
+:mod:`.cothread` or :mod:`.raw`, which refuse puts unless a handler is given, as p4p does.
+
     from capva.nt import NTScalar
     from capva.server import Server
     from capva.server.thread import SharedPV
@@ -33,7 +37,11 @@ from typing import Any
 from .._aio import loop as _loopmod
 from .._aio.config import ConfigError, ServerConfig
 from .._aio.pva_server import PVAServer
-from .raw import Handler, RemoteError, ServerOperation, SharedPV
+from ..pva.types import Type
+from ..pva.value import Value
+from .raw import Handler, RemoteError, ServerOperation, handler_failed
+from .raw import SharedPV as _RawSharedPV
+from .thread import SharedPV as _ThreadSharedPV
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ __all__ = [
     "DynamicProvider",
     "ServerOperation",
     "SharedPV",
+    "ExecOp",
     "Handler",
     "RemoteError",
 ]
@@ -71,12 +80,12 @@ class StaticProvider:
 
     def __init__(self, name: str | None = None):
         self.name = name or str(uuid.uuid4())
-        self._pvs: dict[str, SharedPV] = {}
+        self._pvs: dict[str, _RawSharedPV] = {}
         self._lock = threading.Lock()
         self._servers: weakref.WeakSet = weakref.WeakSet()
 
-    def add(self, name: str, pv: SharedPV) -> None:
-        if not isinstance(pv, SharedPV):
+    def add(self, name: str, pv: _RawSharedPV) -> None:
+        if not isinstance(pv, _RawSharedPV):
             raise TypeError(f"StaticProvider.add() needs a SharedPV, not {type(pv).__name__}")
         with self._lock:
             if name in self._pvs:
@@ -84,7 +93,7 @@ class StaticProvider:
             self._pvs[name] = pv
         self._poke()
 
-    def remove(self, name: str) -> SharedPV:
+    def remove(self, name: str) -> _RawSharedPV:
         with self._lock:
             pv = self._pvs.pop(name)
         for ch in list(pv._channels):
@@ -117,7 +126,7 @@ class StaticProvider:
     def _test(self, name: str) -> Any:
         return name in self._pvs
 
-    def _make(self, name: str, peer: str) -> SharedPV | None:
+    def _make(self, name: str, peer: str) -> _RawSharedPV | None:
         return self._pvs.get(name)
 
     def _list(self) -> list[str]:
@@ -162,13 +171,13 @@ class DynamicProvider:
         self._neg.pop(name, None)
         return True
 
-    def _make(self, name: str, peer: str) -> SharedPV | None:
+    def _make(self, name: str, peer: str) -> _RawSharedPV | None:
         try:
             pv = self._handler.makeChannel(name, peer)
         except Exception:
             _log.exception("%s.makeChannel(%r)", self.name, name)
             return None
-        if pv is not None and not isinstance(pv, SharedPV):
+        if pv is not None and not isinstance(pv, _RawSharedPV):
             _log.error("%s.makeChannel(%r) returned %r, not a SharedPV", self.name, name, pv)
             return None
         return pv
@@ -258,7 +267,7 @@ class Server:
                 return True
         return False
 
-    def _make_channel(self, name: str, peer: str) -> SharedPV | None:
+    def _make_channel(self, name: str, peer: str) -> _RawSharedPV | None:
         for p in self._providers:
             if p._test(name):
                 pv = p._make(name, peer)
@@ -308,6 +317,34 @@ class Server:
             except KeyboardInterrupt:
                 pass
 
+    def run(self) -> None:
+        """Serve until :meth:`interrupt` (from another thread or a signal handler) or Ctrl+C,
+        then stop: pvxs/aiopvxs ``Server.run()``, for scripts whose only job is serving::
+
+            Server({"test:pv:int32": pv}).run()
+
+        It blocks the calling thread, so do not call it from a running asyncio loop (there,
+        keep the server in a ``with`` block and ``await`` something instead)."""
+        ev = self._interrupt_event()
+        try:
+            while not ev.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            ev.clear()
+            self.stop()
+
+    def interrupt(self) -> None:
+        """Make :meth:`run` return (thread-safe, signal-safe)."""
+        self._interrupt_event().set()
+
+    def _interrupt_event(self) -> threading.Event:
+        ev = self.__dict__.get("_interrupted")
+        if ev is None:
+            ev = self.__dict__.setdefault("_interrupted", threading.Event())
+        return ev
+
     def tostr(self, detail: int = 0) -> str:
         lines = [f"{k}={v}" for k, v in sorted(self.conf().items()) if k.startswith("EPICS_PVAS_")]
         for p in self._providers:
@@ -328,3 +365,125 @@ class Server:
 
 def _iter_names(ps: Iterable[Any]) -> list[str]:
     return [n for p in ps for n in p._list()]
+
+
+# --------------------------------------------------------------------------- aiopvxs flavour
+
+
+class ExecOp:
+    """The ``op`` an aiopvxs/pvxs ``onPut``/``onRPC`` callback receives: complete it with
+    :meth:`reply` (``reply(value)`` answers an RPC) or :meth:`error`.  Everything else
+    (``value()``, ``pvRequest()``, ``peer()``, ``onCancel()``, ``info()``...) is the
+    underlying :class:`ServerOperation`'s."""
+
+    __slots__ = ("_op",)
+
+    def __init__(self, op: ServerOperation):
+        self._op = op
+
+    def reply(self, value: Value | None = None) -> None:
+        """Succeed; ``value`` is the RPC result (puts reply with no value)."""
+        self._op.done(value)
+
+    def error(self, msg: str) -> None:
+        """Fail the operation; the client sees ``msg``."""
+        self._op.done(error=str(msg))
+
+    def peerName(self) -> str:
+        """The client's ``ip:port`` (pvxs spelling of ``peer()``)."""
+        return self._op.peer()
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self._op, key)
+
+    def __repr__(self) -> str:
+        return f"ExecOp({self._op.name()!r}, peer={self._op.peer()!r})"
+
+
+class SharedPV(_ThreadSharedPV):
+    """aiopvxs's ``SharedPV``: a PV that clients may write to by default (a pvxs *mailbox*).
+
+    With no put handler a client PUT is simply posted (the new value is stored and sent to
+    subscribers, with the current time if the client gave no timeStamp) and completed, as
+    pvxs's ``SharedPV::buildMailbox()`` does.  That is the opposite of p4p, whose SharedPV
+    (:mod:`.thread`, :mod:`.asyncio`, :mod:`.raw`...) refuses puts without a handler.
+    ``open()``/``post()`` take Values (a dict is accepted once the PV has a type)::
+
+        from capva.data import TypeCodeEnum as T
+        from capva.nt import NTScalar
+        from capva.server import Server, SharedPV
+
+        val = NTScalar(T.Int32A).create()
+        val['value'] = [-1, -2, -3]
+        pv = SharedPV()
+        pv.open(val)
+
+        @pv.onPut                         # optional: replaces the mailbox behaviour
+        def check(pv, op, value):
+            if len(value['value']) > 10:
+                op.error("too long")
+            else:
+                pv.post(value)
+                op.reply()
+
+        Server({"test:pv:int32": pv}).run()
+
+    :param nt: optional type: a :class:`capva.data.TypeDef` (``NTScalar(T.Int32A).build()``),
+        a :class:`~capva.Type`, or a p4p-style NT helper (``NTScalar('d')``)
+    :param initial: with ``nt``, the initial value (a dict or Value): the PV opens at once
+    Other keywords (``handler=``, ``queue=``, ``wrap=``, ``unwrap=``) are those of
+    :class:`capva.server.thread.SharedPV`; a p4p-style ``handler.put(pv, op)`` (or
+    ``@pv.put``) also replaces the mailbox.  Callbacks run on the PV's serial work queue,
+    never in the network loop, so they may block.
+    """
+
+    def __init__(self, nt: Any = None, initial: Any = None, **kws: Any):
+        self._onput: Any = None
+        self._onrpc: Any = None
+        if isinstance(nt, Type):
+            from ..data import TypeDef
+
+            nt = TypeDef(nt)
+        _ThreadSharedPV.__init__(self, nt=nt, initial=initial, **kws)
+
+    def onPut(self, cb: Any) -> Any:
+        """Set the put callback ``cb(pv, op, value)`` (``None`` restores the mailbox); returns
+        ``cb``, so it also works as a decorator.  ``value`` is the client's Value (the fields
+        it sent are marked); ``op`` is an :class:`ExecOp`: call ``op.reply()`` or
+        ``op.error(msg)``.  An exception from ``cb`` fails the put with its message."""
+        self._onput = cb
+        return cb
+
+    def onRPC(self, cb: Any) -> Any:
+        """Set the RPC callback ``cb(pv, op, value)``; answer with ``op.reply(result_value)``."""
+        self._onrpc = cb
+        return cb
+
+    def _wrap_value(self, value: Any, kws: dict) -> Value:
+        # Values are this flavour's currency: posted as they are (pvxs semantics)
+        if isinstance(value, Value) and not kws:
+            return value
+        if isinstance(value, dict) and self.nt is None and self._type is not None and not kws:
+            return Value(self._type, value)
+        return _ThreadSharedPV._wrap_value(self, value, kws)
+
+    def _put(self, op: ServerOperation) -> None:
+        cb = self._onput
+        if cb is not None:
+            self._exec(op, cb, self, ExecOp(op), op.value())
+        elif getattr(self._handler, "put", None) is not None:
+            _ThreadSharedPV._put(self, op)
+        else:
+            try:  # the mailbox: cheap and thread-safe, so done right here
+                self.post(op.value())
+            except Exception as e:
+                handler_failed(op, e)
+            else:
+                op.done()
+
+    def _rpc(self, op: ServerOperation) -> None:
+        cb = self._onrpc
+        if cb is not None:
+            self._exec(op, cb, self, ExecOp(op), op.value())
+        else:
+            _ThreadSharedPV._rpc(self, op)
