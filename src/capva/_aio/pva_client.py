@@ -212,6 +212,25 @@ class _ClientConn(asyncio.Protocol):
         self.last_rx = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.methods: list[str] = []
+        self.type_memo: dict[bytes, Any] = {}
+
+    def decode_type_memo(self, body: Any, pos: int, be: bool) -> Any:
+        """The type description at the end of an INIT reply.  Servers send the same bytes
+        for every operation on a PV (pvxs sends the full description each time), so plain
+        descriptions are decoded once per connection; ones using the type cache are not
+        memoised (their meaning depends on the cache)."""
+        raw = bytes(body[pos:])
+        T = self.type_memo.get(raw)
+        if T is None:
+            T, _ = decode_type(body, pos, be, self.rx_cache)
+            if (
+                raw[:1] == b"\x80"
+                and b"\xfd" not in raw
+                and b"\xfe" not in raw
+                and len(self.type_memo) < 1024
+            ):
+                self.type_memo[raw] = T
+        return T
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -467,7 +486,7 @@ class _GetOp(_Op):
             self.fail(RemoteError(st.message))
             return
         if subcmd & SUB_INIT:
-            self.type, _ = decode_type(body, pos, be, self.conn.rx_cache)
+            self.type = self.conn.decode_type_memo(body, pos, be)
             c = self.conn
             c.send(M.CMD_GET, _IIB[c.be].pack(self.sid, self.ioid, SUB_DESTROY))
         else:
@@ -496,7 +515,7 @@ class _PutOp(_Op):
             self.fail(RemoteError(st.message))
             return
         if subcmd & SUB_INIT:
-            self.type, _ = decode_type(body, pos, be, c.rx_cache)
+            self.type = c.decode_type_memo(body, pos, be)
             if self.get:
                 c.send(M.CMD_PUT, _IIB[c.be].pack(self.sid, self.ioid, SUB_GET))
                 return
@@ -634,7 +653,7 @@ class _Monitor:
                 self.ch.subs.discard(self)
                 self.cb("error", RemoteError(st.message))
                 return
-            self.type, _ = decode_type(body, pos, be, conn.rx_cache)
+            self.type = conn.decode_type_memo(body, pos, be)
             conn.send(M.CMD_MONITOR, _IIB[conn.be].pack(self.sid, self.ioid, SUB_GET | SUB_PROCESS))
             return
         if subcmd & SUB_DESTROY:
@@ -1013,6 +1032,63 @@ class ClientContext:
                 if not conn.closed and conn.ops.get(ioid) is op:
                     conn.destroy_op(ioid, ch.sid)
                 raise
+
+    def start_get(
+        self, name: str, request: Value, done: Callable[[Any, BaseException | None], None]
+    ) -> Callable[[], None]:
+        """(loop) Start a get and call ``done(value, exc)`` in the loop when it ends.
+
+        The fast path for synchronous callers: on a connected channel the operation starts
+        right here, with no coroutine or Task; otherwise (or after a reconnect) it falls back
+        to :meth:`get`.  Returns a function that cancels the operation on the wire."""
+        state: dict[str, Any] = {}
+
+        def slow() -> None:
+            task = self.loop.create_task(self.get(name, request))
+            state["task"] = task
+
+            def fin(t: asyncio.Task) -> None:
+                if t.cancelled():
+                    return
+                exc = t.exception()
+                done(None if exc else t.result(), exc)
+
+            task.add_done_callback(fin)
+
+        ch = self.channel(name)
+        if not ch.connected or ch.sid is None:
+            slow()
+        else:
+            conn = ch.conn
+            assert conn is not None
+            sid = ch.sid
+            op = _GetOp(conn, self.next_ioid(), sid, request)
+            state["op"] = (conn, op, sid)
+
+            def fin_op(f: asyncio.Future) -> None:
+                if f.cancelled():
+                    return
+                exc = f.exception()
+                if isinstance(exc, _Retry):
+                    state.pop("op", None)
+                    slow()
+                else:
+                    done(None if exc else f.result(), exc)
+
+            op.fut.add_done_callback(fin_op)
+
+        def cancel() -> None:
+            task = state.get("task")
+            if task is not None:
+                task.cancel()
+            entry = state.pop("op", None)
+            if entry is not None:
+                conn, op, sid = entry
+                if not conn.closed and conn.ops.get(op.ioid) is op:
+                    conn.destroy_op(op.ioid, sid)
+                op.fut.cancel()
+
+        return cancel
 
     async def get(self, name: str, request: Value) -> Value:
         return await self._run(name, lambda c, i, s: _GetOp(c, i, s, request))

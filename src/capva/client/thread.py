@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from functools import partial
+from collections import deque
 from typing import Any
 
 from .._aio import loop as _loopmod
@@ -56,55 +56,64 @@ class _Flag:
 
 class Subscription:
     """A monitor; ``close()`` it (or use ``with``).  Callbacks for one subscription run in
-    order, one at a time, never in the network thread."""
+    order, one at a time, never in the network thread.
+
+    Events are appended to this subscription's own deque; the subscription is queued on the
+    Context's dispatcher only when that deque goes from empty to non-empty, and the
+    dispatcher drains it in one go: a burst of updates costs one hand-off, not one each."""
 
     def __init__(self, ctxt: Context, name: str, cb: Any, notify_disconnect: bool, queue: Any):
         self.name = name
         self._ctxt = ctxt
         self._cb = cb
         self._notify = notify_disconnect
-        self._q = queue or SerialQueue()
+        self._q = queue or ctxt._dispatch
         self._mon: Any = None
         self._closed = False
-        self._pending = 0
+        self._events: deque = deque()
+        self._busy = False  # queued on, or running in, the dispatcher
         self._lock = threading.Lock()
         if notify_disconnect:
-            self._push("disconnected", None)
+            self._event("disconnected", None)
 
     def _event(self, kind: str, payload: Any) -> None:
         """(network loop) queue an event for the callback thread."""
-        if self._closed:
+        if self._closed and kind != "disconnected":
             return
-        self._push(kind, payload)
+        with self._lock:
+            self._events.append((kind, payload))
+            if self._busy:
+                return
+            self._busy = True
+        self._q.push(self._drain)
         if kind in ("finished", "error"):
             self._closed = True
 
-    def _push(self, kind: str, payload: Any) -> None:
-        with self._lock:
-            self._pending += 1
-        self._q.push(partial(self._deliver, kind, payload))
-
-    def _deliver(self, kind: str, payload: Any) -> None:
-        try:
-            if kind == "value":
-                if self._closed and self._mon is None:
-                    return
-                arg = self._ctxt._unwrappers.unwrap(self.name, payload)
-            elif kind == "disconnected":
-                if not self._notify:
-                    _log.debug("Subscription %s: disconnected", self.name)
-                    return
-                arg = Disconnected()
-            elif kind == "finished":
-                arg = Finished()
-            else:
-                arg = payload
-            self._cb(arg)
-        except Exception:
-            _log.exception("Error in monitor callback of %s", self.name)
-        finally:
+    def _drain(self) -> None:
+        unwrap = self._ctxt._unwrappers.unwrap
+        while True:
             with self._lock:
-                self._pending -= 1
+                if not self._events:
+                    self._busy = False
+                    return
+                kind, payload = self._events.popleft()
+            try:
+                if kind == "value":
+                    if self._mon is None and self._closed:
+                        continue
+                    arg = unwrap(self.name, payload)
+                elif kind == "disconnected":
+                    if not self._notify:
+                        _log.debug("Subscription %s: disconnected", self.name)
+                        continue
+                    arg = Disconnected()
+                elif kind == "finished":
+                    arg = Finished()
+                else:
+                    arg = payload
+                self._cb(arg)
+            except Exception:
+                _log.exception("Error in monitor callback of %s", self.name)
 
     def close(self) -> None:
         """Stop the subscription (idempotent)."""
@@ -121,13 +130,31 @@ class Subscription:
     @property
     def empty(self) -> _Flag:
         """True when no callback is queued or running."""
-        return _Flag(lambda: self._pending == 0)
+        return _Flag(lambda: not self._busy)
 
     def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, A: Any, B: Any, C: Any) -> None:
         self.close()
+
+
+class _OpFuture(concurrent.futures.Future):
+    """A caller-side future whose cancel() also cancels the operation in the loop."""
+
+    def __init__(self, loop: Any):
+        super().__init__()
+        self._loop = loop
+        self._canceller: Any = None
+
+    def cancel(self) -> bool:
+        c = self._canceller
+        if c is not None:
+            try:
+                self._loop.call_soon_threadsafe(c)
+            except RuntimeError:
+                pass
+        return super().cancel()
 
 
 class Context:
@@ -157,6 +184,9 @@ class Context:
         self._cfg = ClientConfig.from_env(os.environ, conf, useenv)
         self._unwrappers = Unwrappers(nt_map(nt, unwrap))
         self._queue = queue
+        # one serial dispatcher for this Context's monitor callbacks (p4p also funnels them
+        # through a small shared work queue); pass queue= to monitor() for another
+        self._dispatch = SerialQueue()
         self._closed = False
         self._lt = _loopmod.acquire()
         self._ctx = ClientContext(self._cfg, self._lt.loop)
@@ -212,9 +242,28 @@ class Context:
         self._check()
         single, names = self._as_list(name)
         reqs = request if isinstance(request, list) else [request] * len(names)
-        futs = [self._submit(self._ctx.get(n, request_value(r))) for n, r in zip(names, reqs)]
+        futs = [self._start_get(n, request_value(r)) for n, r in zip(names, reqs)]
         res = self._collect(names, futs, timeout, throw, self._unwrappers.unwrap)
         return res[0] if single else res
+
+    def _start_get(self, name: str, request: _Value) -> concurrent.futures.Future:
+        loop = self._lt.loop
+        fut = _OpFuture(loop)
+
+        def done(value: Any, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+        def start() -> None:
+            if not fut.done():
+                fut._canceller = self._ctx.start_get(name, request, done)
+
+        loop.call_soon_threadsafe(start)
+        return fut
 
     def put(
         self,
