@@ -17,6 +17,10 @@ answers each with one JSON line:
 * ``addpvs N``: add N NTScalar 'd' PVs ``bench:many:00000``... to the running server;
 * ``post NAME SECONDS``: call ``pv.post()`` on PV ``bench:scalar`` or ``bench:array`` as fast
   as possible for SECONDS in this (main) thread; answers ``posts``, ``wall``, ``cpu``;
+* ``ticker N RATE SECONDS [STEPS]``: post to the first N ``bench:many:`` PVs, RATE times a
+  second each, at a steady pace (STEPS timer steps a second, default 500) for SECONDS, in
+  this thread; answers ``posts``, ``wall``, ``cpu`` and ``late_max`` (worst step lateness, s)
+  (``bench_client.py``'s monitor load: the client, not the server, is measured there);
 * ``quit`` (or end of input): stop the server and exit.
 
 PVs always present: ``bench:scalar`` (NTScalar 'd'; its put handler posts the value and
@@ -148,6 +152,9 @@ def serve(impl: str, array: int) -> None:
                 reply(stats())
             elif cmd[0] == "post":
                 reply(post(pvs[cmd[1]], float(cmd[2]), arrays))
+            elif cmd[0] == "ticker":
+                steps = int(cmd[4]) if len(cmd) > 4 else 500
+                reply(ticker(many[: int(cmd[1])], float(cmd[2]), float(cmd[3]), steps))
             else:
                 reply({"error": f"unknown command {cmd[0]!r}"})
     finally:
@@ -184,27 +191,79 @@ def post(pv: Any, seconds: float, arrays: list[Any]) -> dict[str, Any]:
     return {"posts": n, "wall": wall, "cpu": cpu_s() - c0, "sent_bytes": tcp_sent() - w0}
 
 
+_TICKS = [0]  # ticker calls so far: every call posts values no earlier call posted
+
+
+def ticker(pvs: list[Any], rate: float, seconds: float, steps: int) -> dict[str, Any]:
+    """Post ``rate`` updates a second to each PV of ``pvs`` for ``seconds``, spread evenly.
+
+    Why a timer loop and not "as fast as possible": a client's cost per update is only
+    comparable between clients if both are offered the same load at the same pace.  Step k
+    is due at ``t0 + k/steps`` (absolute deadlines, so sleep jitter does not drift the rate)
+    and brings the running total of posts up to ``k * len(pvs) * rate / steps``, cycling
+    through the PVs in order, so each PV is posted every 1/rate seconds.  A late step catches
+    up, and its lateness is reported.  Every value is new (no server may skip it as unchanged).
+    """
+    if not pvs:
+        raise ValueError("ticker: no PVs (addpvs first)")
+    npv = len(pvs)
+    per_step = npv * rate / steps
+    base = _TICKS[0] * 1e7 + 0.5
+    _TICKS[0] += 1
+    c0 = cpu_s()
+    t0 = time.perf_counter()
+    nsteps = int(seconds * steps)
+    n = 0
+    late = 0.0
+    for k in range(1, nsteps + 1):
+        due = t0 + k / steps
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            late = max(late, now - due)
+        target = int(k * per_step + 0.5)
+        while n < target:
+            pvs[n % npv].post(base + n)
+            n += 1
+    wall = time.perf_counter() - t0
+    return {"posts": n, "wall": wall, "cpu": cpu_s() - c0, "late_max": late}
+
+
 def reply(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
 class ServerProc:
-    """Client-side handle of one server subprocess (used by ``bench_server.py``).
+    """Client-side handle of one server subprocess (used by ``bench_server.py``); with
+    ``script`` any worker speaking the same JSON-lines protocol (``_clients.py``).
 
     Every call has a timeout and :meth:`close` always ends the process (quit, then kill), so a
     hung server cannot hang the benchmark.  ``profile`` names a py-spy output file: the server
-    then runs under ``py-spy record`` (collapsed stacks, idle threads excluded).
+    then runs under ``py-spy record`` (collapsed stacks, idle threads excluded; more
+    ``py-spy record`` options in ``spy_opts``, e.g. ``("--gil",)``).
     """
 
-    def __init__(self, impl: str, *args: str, profile: str | None = None, timeout: float = 60.0):
+    role = "server"  # in error messages; ``_clients.ClientProc`` says "client"
+
+    def __init__(
+        self,
+        impl: str,
+        *args: str,
+        profile: str | None = None,
+        timeout: float = 60.0,
+        script: str = HERE,
+        spy_opts: tuple[str, ...] = (),
+    ):
         self.impl = impl
-        cmd = [sys.executable, HERE, impl, *args]
+        cmd = [sys.executable, script, impl, *args]
         if profile:
             pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
             cmd = [
                 pyspy,
                 "record",
+                *spy_opts,
                 "--nonblocking",
                 "-r",
                 "250",
@@ -238,9 +297,9 @@ class ServerProc:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise TimeoutError(f"{self.impl} server: no answer in {timeout} s") from None
+            raise TimeoutError(f"{self.impl} {self.role}: no answer in {timeout} s") from None
         if line is None:
-            raise RuntimeError(f"{self.impl} server exited (rc={self.proc.poll()})")
+            raise RuntimeError(f"{self.impl} {self.role} exited (rc={self.proc.poll()})")
         return json.loads(line)
 
     def call(self, *cmd: Any, timeout: float = 60.0) -> dict[str, Any]:
@@ -249,7 +308,7 @@ class ServerProc:
         self.proc.stdin.flush()
         r = self._next(timeout)
         if "error" in r:
-            raise RuntimeError(f"{self.impl} server: {r['error']}")
+            raise RuntimeError(f"{self.impl} {self.role}: {r['error']}")
         return r
 
     def close(self, timeout: float = 15.0) -> None:
