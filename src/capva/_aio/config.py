@@ -14,10 +14,13 @@ Server settings read ``EPICS_PVAS_X`` first and fall back to ``EPICS_PVA_X`` as 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+
+_log = logging.getLogger("capva.config")
 
 __all__ = ["ServerConfig", "ClientConfig", "ConfigError", "parse_addr_list", "parse_bool"]
 
@@ -43,12 +46,23 @@ def _resolve(host: str) -> str:
         pass
     try:
         return socket.gethostbyname(host)
-    except OSError as e:
+    except (OSError, UnicodeError) as e:
         raise ConfigError(f"invalid address {host!r}: {e}") from None
 
 
-def parse_addr_list(text: str, default_port: int) -> list[tuple[str, int]]:
-    """``"10.0.0.1 host:5076 1.2.3.4:99,ttl@iface"`` -> [(ip, port), ...] (ttl/iface ignored)."""
+def parse_addr_list(text: str, default_port: int, lenient: bool = False) -> list[tuple[str, int]]:
+    """``"10.0.0.1 host:5076 1.2.3.4:99,ttl@iface"`` -> [(ip, port), ...] (ttl/iface ignored).
+
+    ``lenient``: log and skip a bad entry instead of raising (clients do, like pvxs: one
+    unresolvable host must not stop the others from working)."""
+    if lenient:
+        out = []
+        for entry in text.split():
+            try:
+                out.extend(parse_addr_list(entry, default_port))
+            except ConfigError as e:
+                _log.warning("ignoring address list entry %r: %s", entry, e)
+        return out
     out = []
     for entry in text.replace(",", " ,").split():
         if entry.startswith(","):
@@ -247,14 +261,15 @@ class ClientConfig:
             try:
                 p = int(v)
             except ValueError:
-                raise ConfigError(f"invalid {name}: {v!r}") from None
+                _log.warning("ignoring invalid %s=%r; using %d", name, v, default)
+                return default
             return p if 0 < p <= 65535 else default  # 0 is meaningless for a client (pvxs ignores it)
 
         c.udp_port = port("EPICS_PVA_BROADCAST_PORT", 5076)
         c.tcp_port = port("EPICS_PVA_SERVER_PORT", 5075)
-        c.addr_list = parse_addr_list(src.get("EPICS_PVA_ADDR_LIST", ""), c.udp_port)
+        c.addr_list = parse_addr_list(src.get("EPICS_PVA_ADDR_LIST", ""), c.udp_port, lenient=True)
         c.auto_addr = parse_bool(src.get("EPICS_PVA_AUTO_ADDR_LIST", "YES"), True)
-        c.name_servers = parse_addr_list(src.get("EPICS_PVA_NAME_SERVERS", ""), c.tcp_port)
+        c.name_servers = parse_addr_list(src.get("EPICS_PVA_NAME_SERVERS", ""), c.tcp_port, lenient=True)
         intf = src.get("EPICS_PVA_INTF_ADDR_LIST", "").split()
         if intf:
             c.interfaces = intf

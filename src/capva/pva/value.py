@@ -581,8 +581,8 @@ class Value:
         return _GETTERS[node.code](self._s.vals[i])
 
     def __getattr__(self, name: str) -> Any:
-        if name[0] == "_":
-            raise AttributeError(name)
+        if name in _SLOTS or name[:2] == "__":
+            raise AttributeError(name)  # not a field (e.g. during copy/unpickling)
         rel = self._T._paths.get(name)
         if rel is None:
             raise AttributeError(name)
