@@ -60,8 +60,8 @@ def parse_addr_list(text: str, default_port: int, lenient: bool = False) -> list
         for entry in text.split():
             try:
                 out.extend(parse_addr_list(entry, default_port))
-            except ConfigError as e:
-                _log.warning("ignoring address list entry %r: %s", entry, e)
+            except ConfigError as err:
+                _log.warning("ignoring address list entry %r: %s", entry, err)
         return out
     out = []
     for entry in text.replace(",", " ,").split():
