@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -183,6 +184,7 @@ class Context:
         self._ctx: ClientContext | None = None
         self._starting: asyncio.Future | None = None
         self._closed = False
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
 
     async def _core(self) -> ClientContext:
         if self._closed:
@@ -266,7 +268,10 @@ class Context:
     ) -> Subscription:
         """Subscribe.  With ``cb`` each update is passed to it (awaited if a coroutine);
         without, iterate the returned Subscription with ``async for``."""
+        if self._closed:
+            raise RuntimeError("Context has been closed")
         sub = Subscription(self, name, cb, notify_disconnect)
+        self._subs.add(sub)
         req = request_value(request)
         pipeline, qsize = monitor_options(req)
 
@@ -283,7 +288,10 @@ class Context:
             self._ctx.disconnect(name)
 
     async def close(self) -> None:
+        """Close the context: every subscription ends (iteration stops, ``done`` is True)."""
         self._closed = True
+        for sub in list(self._subs):
+            sub.close()
         if self._ctx is not None:
             await self._ctx.close()
 
