@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .pva.codec import TYPE_CODES
 from .pva.types import Type, intern_type, parse_spec
 from .pva.value import NoConvert, Value, _conv_bool, _fmt_g, _parse_float, _parse_int
 
@@ -123,23 +124,7 @@ class TypeCode(str, enum.Enum):
 #: aiopvxs's name for the enum
 TypeCodeEnum = TypeCode
 
-_PVXS_CODES = {
-    "?": 0x00,
-    "b": 0x20,
-    "h": 0x21,
-    "i": 0x22,
-    "l": 0x23,
-    "B": 0x24,
-    "H": 0x25,
-    "I": 0x26,
-    "L": 0x27,
-    "f": 0x42,
-    "d": 0x43,
-    "s": 0x60,
-    "S": 0x80,
-    "U": 0x81,
-    "v": 0x82,
-}
+_PVXS_CODES = TYPE_CODES  # p4p code -> pvxs/wire type byte (arrays add 0x08)
 _PVXS_CODES.update({"a" + c: n | 0x08 for c, n in list(_PVXS_CODES.items())})
 
 

@@ -89,6 +89,13 @@ def _fmt_addrs(addrs: list[tuple[str, int]], default_port: int) -> str:
     return " ".join(h if p == default_port else f"{h}:{p}" for h, p in addrs)
 
 
+def effective_timeout(conn_tmo: float) -> float:
+    """pvxs's rule (§7): 4/3 x EPICS_PVA_CONN_TMO, at least 2 s; nonsense gives 40 s."""
+    if not math.isfinite(conn_tmo) or conn_tmo <= 0:
+        return 40.0
+    return max(2.0, conn_tmo * 4.0 / 3.0)
+
+
 @dataclass
 class ServerConfig:
     """Effective PVA server settings (see module docstring)."""
@@ -105,10 +112,7 @@ class ServerConfig:
     @property
     def timeout(self) -> float:
         """Inactivity timeout: 4/3 x EPICS_PVA_CONN_TMO, at least 2 s (pvxs)."""
-        t = self.conn_tmo
-        if not math.isfinite(t) or t <= 0:
-            return 40.0
-        return max(2.0, t * 4.0 / 3.0)
+        return effective_timeout(self.conn_tmo)
 
     @classmethod
     def from_env(
@@ -233,10 +237,7 @@ class ClientConfig:
 
     @property
     def timeout(self) -> float:
-        t = self.conn_tmo
-        if not math.isfinite(t) or t <= 0:
-            return 40.0
-        return max(2.0, t * 4.0 / 3.0)
+        return effective_timeout(self.conn_tmo)
 
     @classmethod
     def from_env(
