@@ -124,7 +124,7 @@ class TypeCode(str, enum.Enum):
 #: aiopvxs's name for the enum
 TypeCodeEnum = TypeCode
 
-_PVXS_CODES = TYPE_CODES  # p4p code -> pvxs/wire type byte (arrays add 0x08)
+_PVXS_CODES = dict(TYPE_CODES)  # p4p code -> pvxs/wire type byte (arrays add 0x08)
 _PVXS_CODES.update({"a" + c: n | 0x08 for c, n in list(_PVXS_CODES.items())})
 
 
