@@ -185,6 +185,22 @@ class _Op:
         if not self.fut.done():
             self.fut.set_exception(exc)
 
+    def send_init(self, cmd: int, sid: int, request: Value) -> None:
+        """Register this op and send its INIT with the pvRequest."""
+        c = self.conn
+        c.start_op(self)
+        c.send(cmd, _IIB[c.be].pack(sid, self.ioid, SUB_INIT) + encode_typed_value(request, c.be))
+
+    def checked(self, body: Any, pos: int, be: bool) -> int | None:
+        """Read a reply's Status: the position after it, or None when the server failed the
+        operation (which is then ended with RemoteError)."""
+        st, pos = decode_status(body, pos, be)
+        if st.ok:
+            return pos
+        self.conn.ops.pop(self.ioid, None)
+        self.fail(RemoteError(st.message))
+        return None
+
     def status(self, body: Any, pos: int, be: bool) -> tuple[Status, int]:
         st, pos = decode_status(body, pos, be)
         return st, pos
@@ -476,15 +492,13 @@ class _GetOp(_Op):
     def __init__(self, conn: _ClientConn, ioid: int, sid: int, request: Value):
         super().__init__(conn, ioid)
         self.sid = sid
-        conn.start_op(self)
-        conn.send(M.CMD_GET, _IIB[conn.be].pack(sid, ioid, SUB_INIT) + encode_typed_value(request, conn.be))
+        self.send_init(M.CMD_GET, sid, request)
 
     def on_reply(self, subcmd: int, body: Any, pos: int, be: bool) -> None:
-        st, pos = decode_status(body, pos, be)
-        if not st.ok:
-            self.conn.ops.pop(self.ioid, None)
-            self.fail(RemoteError(st.message))
+        p = self.checked(body, pos, be)
+        if p is None:
             return
+        pos = p
         if subcmd & SUB_INIT:
             self.type = self.conn.decode_type_memo(body, pos, be)
             c = self.conn
@@ -504,16 +518,14 @@ class _PutOp(_Op):
         self.sid = sid
         self.builder = builder
         self.get = get
-        conn.start_op(self)
-        conn.send(M.CMD_PUT, _IIB[conn.be].pack(sid, ioid, SUB_INIT) + encode_typed_value(request, conn.be))
+        self.send_init(M.CMD_PUT, sid, request)
 
     def on_reply(self, subcmd: int, body: Any, pos: int, be: bool) -> None:
-        st, pos = decode_status(body, pos, be)
-        c = self.conn
-        if not st.ok:
-            c.ops.pop(self.ioid, None)
-            self.fail(RemoteError(st.message))
+        p = self.checked(body, pos, be)
+        if p is None:
             return
+        pos = p
+        c = self.conn
         if subcmd & SUB_INIT:
             self.type = c.decode_type_memo(body, pos, be)
             if self.get:
@@ -549,16 +561,14 @@ class _RpcOp(_Op):
         super().__init__(conn, ioid)
         self.sid = sid
         self.arg = arg
-        conn.start_op(self)
-        conn.send(M.CMD_RPC, _IIB[conn.be].pack(sid, ioid, SUB_INIT) + encode_typed_value(request, conn.be))
+        self.send_init(M.CMD_RPC, sid, request)
 
     def on_reply(self, subcmd: int, body: Any, pos: int, be: bool) -> None:
-        st, pos = decode_status(body, pos, be)
-        c = self.conn
-        if not st.ok:
-            c.ops.pop(self.ioid, None)
-            self.fail(RemoteError(st.message))
+        p = self.checked(body, pos, be)
+        if p is None:
             return
+        pos = p
+        c = self.conn
         if subcmd & SUB_INIT:
             c.send(
                 M.CMD_RPC,

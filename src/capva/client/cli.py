@@ -45,6 +45,8 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..pva.types import CNAMES
+
 __all__ = ["main", "load_backend", "BACKEND_ENV", "UsageError"]
 
 _log = logging.getLogger(__name__)
@@ -59,21 +61,7 @@ EXIT_INTERRUPTED = 130
 
 _SEVERITY = {0: "NO_ALARM", 1: "MINOR", 2: "MAJOR", 3: "INVALID"}
 _STATUS = {0: "NONE", 1: "DEVICE", 2: "DRIVER", 3: "RECORD", 4: "DB", 5: "CONF", 6: "UNDEFINED", 7: "CLIENT"}
-_TYPE_NAMES = {
-    "?": "bool",
-    "s": "string",
-    "b": "int8_t",
-    "B": "uint8_t",
-    "h": "int16_t",
-    "H": "uint16_t",
-    "i": "int32_t",
-    "I": "uint32_t",
-    "l": "int64_t",
-    "L": "uint64_t",
-    "f": "float",
-    "d": "double",
-    "v": "any",
-}
+_TYPE_NAMES = CNAMES  # p4p code -> pvxs C type name
 _INT_CODES = frozenset("bBhHiIlL")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
