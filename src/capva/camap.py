@@ -35,6 +35,19 @@ from typing import Any
 
 import numpy as np
 
+from .ca.constants import (
+    ALARM_STATUSES,
+    DBE_ALARM,
+    DBE_ARCHIVE,
+    DBE_LOG,
+    DBE_PROPERTY,
+    DBE_VALUE,
+    MAX_ENUM_STATES,
+    MAX_ENUM_STRING_SIZE,
+    MAX_STRING_SIZE,
+    MAX_UNITS_SIZE,
+)
+from .ca.dbr import EPICS_EPOCH_OFFSET as POSIX_TIME_AT_EPICS_EPOCH
 from .pva import Type, Value
 from .pva.types import SCALAR_CODES
 
@@ -94,53 +107,11 @@ NATIVE_DTYPE: dict[CAType, np.dtype] = {
     CAType.DOUBLE: np.dtype(np.float64),
 }
 
-# -- sizes of the DBR fields (db_access.h) -------------------------------------------------------
-
-#: a DBR_STRING element: 40 bytes, NUL-terminated, so at most 39 bytes of text
-MAX_STRING_SIZE = 40
-#: ``units`` of GR/CTRL: 8 bytes; RSRV always NUL-terminates, so at most 7 bytes of text
-MAX_UNITS_SIZE = 8
-#: GR/CTRL_ENUM carry at most 16 state strings ...
-MAX_ENUM_STATES = 16
-#: ... of 26 bytes each, NUL-terminated: at most 25 bytes of text
-MAX_ENUM_STRING_SIZE = 26
-
-#: POSIX seconds at the EPICS epoch, 1990-01-01 00:00:00 UTC
-POSIX_TIME_AT_EPICS_EPOCH = 631152000
-
-# -- event mask bits (caeventmask.h) ---------------------------------------------------------------
-
-DBE_VALUE = 1
-DBE_LOG = 2
-DBE_ARCHIVE = DBE_LOG
-DBE_ALARM = 4
-DBE_PROPERTY = 8
+# DBR field sizes (MAX_STRING_SIZE 40, MAX_UNITS_SIZE 8, 16 enum states of 26 bytes), the
+# EPICS epoch and the DBE bits come from capva.ca: one table for the core and the mapping.
 
 #: epicsAlarmConditionStrings: the CA alarm status (STAT) names, indexed by code
-ALARM_CONDITIONS: tuple[str, ...] = (
-    "NO_ALARM",
-    "READ",
-    "WRITE",
-    "HIHI",
-    "HIGH",
-    "LOLO",
-    "LOW",
-    "STATE",
-    "COS",
-    "COMM",
-    "TIMEOUT",
-    "HWLIMIT",
-    "CALC",
-    "SCAN",
-    "LINK",
-    "SOFT",
-    "BAD_SUB",
-    "UDF",
-    "DISABLE",
-    "SIMM",
-    "READ_ACCESS",
-    "WRITE_ACCESS",
-)
+ALARM_CONDITIONS = ALARM_STATUSES
 _STAT_BY_NAME = {n: i for i, n in enumerate(ALARM_CONDITIONS)}
 # pvAccessCPP's CA provider spells them "HIHI_ALARM", "HW_LIMIT_ALARM" (caStatus.cpp); accept both
 _STAT_BY_NAME["HW_LIMIT"] = _STAT_BY_NAME["HWLIMIT"]

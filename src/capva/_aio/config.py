@@ -89,6 +89,22 @@ def _fmt_addrs(addrs: list[tuple[str, int]], default_port: int) -> str:
     return " ".join(h if p == default_port else f"{h}:{p}" for h, p in addrs)
 
 
+def _settings(
+    environ: Mapping[str, str] | None, conf: Mapping[str, str] | None, useenv: bool, prefix: str, strict: bool
+) -> dict[str, str]:
+    """The EPICS_PVA* settings in force: ``conf`` wins over ``environ`` (read only if
+    ``useenv``).  ``strict``: a ``conf`` key without ``prefix`` is an error, else ignored."""
+    src: dict[str, str] = {}
+    if useenv and environ:
+        src.update({k: v for k, v in environ.items() if k.startswith(prefix)})
+    for k, v in (conf or {}).items():
+        if isinstance(k, str) and k.startswith(prefix):
+            src[k] = str(v)
+        elif strict:
+            raise ConfigError(f"invalid configuration key {k!r} (expected {prefix}*)")
+    return src
+
+
 def effective_timeout(conn_tmo: float) -> float:
     """pvxs's rule (§7): 4/3 x EPICS_PVA_CONN_TMO, at least 2 s; nonsense gives 40 s."""
     if not math.isfinite(conn_tmo) or conn_tmo <= 0:
@@ -122,14 +138,7 @@ class ServerConfig:
         useenv: bool = True,
     ) -> ServerConfig:
         """Settings from ``conf`` (wins) and, if ``useenv``, ``environ``."""
-        src: dict[str, str] = {}
-        if useenv and environ:
-            src.update({k: v for k, v in environ.items() if k.startswith("EPICS_PVA")})
-        if conf:
-            for k, v in conf.items():
-                if not isinstance(k, str) or not k.startswith("EPICS_PVA"):
-                    raise ConfigError(f"invalid configuration key {k!r} (expected EPICS_PVA*)")
-                src[k] = str(v)
+        src = _settings(environ, conf, useenv, "EPICS_PVA", strict=True)
 
         def pick(name: str) -> str | None:
             for k in ("EPICS_PVAS_" + name, "EPICS_PVA_" + name):
@@ -246,13 +255,8 @@ class ClientConfig:
         conf: Mapping[str, str] | None = None,
         useenv: bool = True,
     ) -> ClientConfig:
-        src: dict[str, str] = {}
-        if useenv and environ:
-            src.update({k: v for k, v in environ.items() if k.startswith("EPICS_PVA_")})
-        if conf:
-            src.update(
-                {k: str(v) for k, v in conf.items() if isinstance(k, str) and k.startswith("EPICS_PVA_")}
-            )
+        # a client ignores server keys: Context(conf=S.conf()) passes EPICS_PVAS_* too
+        src = _settings(environ, conf, useenv, "EPICS_PVA_", strict=False)
         c = cls()
 
         def port(name: str, default: int) -> int:
