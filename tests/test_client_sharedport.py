@@ -40,7 +40,7 @@ def test_clients_sharing_the_broadcast_port_do_not_swallow_searches():
         "EPICS_PVA_BROADCAST_PORT": str(port),
     }
     pv = SharedPV(nt=NTScalar("d"), initial=1.5)
-    with Server(providers=[{"shared:x": pv}], conf=conf, useenv=False):
+    with Server(providers=[{"shared:x": pv}], conf=conf, useenv=False, protocols=["pva"]):
         ctxs = [Context("pva", conf=cconf, useenv=False) for _ in range(3)]
         try:
             for c in ctxs:

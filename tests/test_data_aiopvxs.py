@@ -413,7 +413,7 @@ def test_seed_server_example_with_p4p_client():
 
     asyncio.run(asyncio.wait_for(test(), 30))
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("Starting server <capva.server.Server port ")
+    assert lines[0].startswith("Starting server <capva.server.Server pva port ")
     assert lines[1:] == ["Stopping server"]
     cur = pv_int32.current()
     assert cur.as_int_list() == [1, 2, 3, 4, 5] and cur.as_string("alarm.message") == "ints are positive"

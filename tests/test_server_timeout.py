@@ -39,7 +39,7 @@ def _read_until_closed(sock: socket.socket, deadline: float) -> bool:
 @pytest.mark.timeout(30)
 def test_idle_connection_times_out_and_echo_keeps_it_alive():
     pv = SharedPV(nt=NTScalar("d"), initial=1.0)
-    with Server(providers=[{"x": pv}], conf=CONF, useenv=False) as S:
+    with Server(providers=[{"x": pv}], conf=CONF, useenv=False, protocols=["pva"]) as S:
         port = int(S.conf()["EPICS_PVAS_SERVER_PORT"])
         idle = socket.create_connection(("127.0.0.1", port))
         busy = socket.create_connection(("127.0.0.1", port))

@@ -880,7 +880,9 @@ def test_p4p_and_capva_servers_share_the_udp_port() -> None:
     from capva.server.thread import SharedPV
 
     pv = SharedPV(nt=NTScalar("d"), initial=6.5)
-    ours = server.Server(providers=[{"capva:share:ours": pv}], conf=_shared_port_conf(0), useenv=False)
+    ours = server.Server(
+        providers=[{"capva:share:ours": pv}], conf=_shared_port_conf(0), useenv=False, protocols=["pva"]
+    )
     try:
         port = int(ours.conf()["EPICS_PVAS_BROADCAST_PORT"])
         with p4p_server({"capva:share:theirs": 7.5}, conf=_shared_port_conf(port)):

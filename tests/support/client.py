@@ -297,6 +297,10 @@ def server_env(tcp: int, udp: int, **extra: str) -> dict[str, str]:
         EPICS_PVAS_AUTO_BEACON_ADDR_LIST="NO",
         EPICS_PVA_ADDR_LIST="127.0.0.1",
         EPICS_PVA_AUTO_ADDR_LIST="NO",
+        # a capva server also serves CA: keep it on loopback, on a random port, silent
+        EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
+        EPICS_CA_SERVER_PORT="0",
+        EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

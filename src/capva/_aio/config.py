@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 _log = logging.getLogger("capva.config")
 
-__all__ = ["ServerConfig", "ClientConfig", "ConfigError", "parse_addr_list", "parse_bool"]
+__all__ = ["ServerConfig", "CAServerConfig", "ClientConfig", "ConfigError", "parse_addr_list", "parse_bool"]
 
 
 class ConfigError(RuntimeError):
@@ -295,4 +295,131 @@ class ClientConfig:
             "EPICS_PVA_INTF_ADDR_LIST": " ".join(self.interfaces),
             "EPICS_PVA_NAME_SERVERS": _fmt_addrs(self.name_servers, self.tcp_port),
             "EPICS_PVA_SERVER_PORT": str(self.tcp_port),
+        }
+
+
+@dataclass
+class CAServerConfig:
+    """Effective Channel Access server settings (ca-protocol.md §4.5), RSRV's reading.
+
+    * port: ``EPICS_CAS_SERVER_PORT``, else ``EPICS_CA_SERVER_PORT`` (5064): the UDP search
+      port, and the TCP port when it is free (else an ephemeral one, advertised in replies);
+    * interfaces: ``EPICS_CAS_INTF_ADDR_LIST`` (default 0.0.0.0);
+    * beacons: ``EPICS_CAS_BEACON_ADDR_LIST`` plus, with ``EPICS_CAS_AUTO_BEACON_ADDR_LIST``
+      (YES), the broadcast address of each interface; to ``EPICS_CAS_BEACON_PORT``, else
+      ``EPICS_CA_REPEATER_PORT`` (5065); every ``EPICS_CAS_BEACON_PERIOD`` (else
+      ``EPICS_CA_BEACON_PERIOD``, 15 s) at most;
+    * ``EPICS_CAS_IGNORE_ADDR_LIST``: sources whose searches are dropped;
+    * ``EPICS_CA_AUTO_ARRAY_BYTES`` (YES: no limit) / ``EPICS_CA_MAX_ARRAY_BYTES`` (16384):
+      the largest array a message may carry when AUTO is NO.
+
+    ``tcp_port`` is 0 until the server has bound it.
+    """
+
+    interfaces: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    port: int = 5064
+    tcp_port: int = 0
+    beacon_addrs: list[tuple[str, int]] = field(default_factory=list)
+    auto_beacon: bool = True
+    beacon_period: float = 15.0
+    beacon_port: int = 5065
+    ignore_addrs: list[tuple[str, int]] = field(default_factory=list)
+    max_array_bytes: int | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        conf: Mapping[str, str] | None = None,
+        useenv: bool = True,
+    ) -> CAServerConfig:
+        """Settings from ``conf`` (wins) and, if ``useenv``, ``environ`` (EPICS_CA*/EPICS_CAS* keys)."""
+        src = _settings(environ, conf, useenv, "EPICS_CA", strict=False)
+
+        def pick(*names: str) -> str | None:
+            for k in names:
+                v = src.get(k)
+                if v is not None and v.strip():
+                    return v.strip()
+            return None
+
+        def port(*names: str, default: int) -> int:
+            v = pick(*names)
+            if v is None:
+                return default
+            try:
+                p = int(v)
+            except ValueError:
+                raise ConfigError(f"invalid {names[0]}: {v!r}") from None
+            if not 0 <= p <= 65535:
+                raise ConfigError(f"invalid {names[0]}: {v!r}")
+            return p
+
+        def seconds(*names: str, default: float) -> float:
+            v = pick(*names)
+            if v is None:
+                return default
+            try:
+                x = float(v)
+            except ValueError:
+                raise ConfigError(f"invalid {names[0]}: {v!r}") from None
+            return x if math.isfinite(x) and x > 0 else default
+
+        c = cls()
+        c.port = port("EPICS_CAS_SERVER_PORT", "EPICS_CA_SERVER_PORT", default=5064)
+        c.beacon_port = port("EPICS_CAS_BEACON_PORT", "EPICS_CA_REPEATER_PORT", default=5065)
+        intf = pick("EPICS_CAS_INTF_ADDR_LIST")
+        if intf:
+            c.interfaces = []
+            for entry in intf.split():
+                host = entry.split(":")[0]
+                try:
+                    ipaddress.IPv4Address(host)
+                except ValueError:
+                    raise ConfigError(
+                        f"invalid interface address {entry!r} in EPICS_CAS_INTF_ADDR_LIST"
+                    ) from None
+                c.interfaces.append(host)
+            if "0.0.0.0" in c.interfaces and len(c.interfaces) > 1:
+                raise ConfigError("EPICS_CAS_INTF_ADDR_LIST: 0.0.0.0 cannot be mixed with other addresses")
+        c.beacon_addrs = parse_addr_list(src.get("EPICS_CAS_BEACON_ADDR_LIST", ""), c.beacon_port)
+        c.auto_beacon = parse_bool(src.get("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "YES"), True)
+        c.beacon_period = seconds("EPICS_CAS_BEACON_PERIOD", "EPICS_CA_BEACON_PERIOD", default=15.0)
+        c.ignore_addrs = parse_addr_list(src.get("EPICS_CAS_IGNORE_ADDR_LIST", ""), 0)
+        if not parse_bool(src.get("EPICS_CA_AUTO_ARRAY_BYTES", "YES"), True):
+            v = pick("EPICS_CA_MAX_ARRAY_BYTES")
+            try:
+                c.max_array_bytes = max(16384, int(v)) if v is not None else 16384
+            except ValueError:
+                raise ConfigError(f"invalid EPICS_CA_MAX_ARRAY_BYTES: {v!r}") from None
+        return c
+
+    @classmethod
+    def isolated(cls) -> CAServerConfig:
+        """Loopback only, a random port, no beacons, a private repeater port: for tests."""
+        return cls(interfaces=["127.0.0.1"], port=0, beacon_addrs=[], auto_beacon=False, beacon_port=0)
+
+    def with_ports(self, tcp_port: int, udp_port: int) -> CAServerConfig:
+        return replace(self, tcp_port=tcp_port, port=udp_port)
+
+    def conf(self) -> dict[str, str]:
+        """The effective server keys, plus the client keys that reach this server:
+        ``epics.ca`` / caproto / libca with these as their environment find our PVs."""
+        intf = " ".join(self.interfaces)
+        specific = [i for i in self.interfaces if i != "0.0.0.0"]
+        client_addrs = _fmt_addrs([(i, self.port) for i in specific], 5064)
+        return {
+            "EPICS_CAS_SERVER_PORT": str(self.port),
+            "EPICS_CAS_INTF_ADDR_LIST": intf,
+            "EPICS_CAS_BEACON_ADDR_LIST": _fmt_addrs(self.beacon_addrs, self.beacon_port),
+            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "YES" if self.auto_beacon else "NO",
+            "EPICS_CAS_BEACON_PERIOD": "%g" % self.beacon_period,  # noqa: UP031
+            "EPICS_CAS_BEACON_PORT": str(self.beacon_port),
+            "EPICS_CAS_IGNORE_ADDR_LIST": _fmt_addrs(self.ignore_addrs, 0),
+            "EPICS_CA_SERVER_PORT": str(self.port),
+            "EPICS_CA_REPEATER_PORT": str(self.beacon_port),
+            "EPICS_CA_ADDR_LIST": client_addrs,
+            "EPICS_CA_AUTO_ADDR_LIST": "NO" if specific else "YES",
+            "EPICS_CA_AUTO_ARRAY_BYTES": "YES" if self.max_array_bytes is None else "NO",
+            "EPICS_CA_MAX_ARRAY_BYTES": str(self.max_array_bytes or 16384),
         }

@@ -113,6 +113,19 @@ def client_env(conf: Mapping[str, str]) -> dict[str, str]:
     return {"EPICS_PVA_ADDR_LIST": f"{host}:{port}", "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
 
 
+def ca_hint(conf: Mapping[str, str], name: str) -> str:
+    """The shell command that reads ``name`` with pyepics over CA from a server with ``conf``.
+
+    >>> ca_hint({"EPICS_CA_SERVER_PORT": "5064"}, "demo:sine").split(" python")[0]
+    'EPICS_CA_ADDR_LIST=127.0.0.1:5064 EPICS_CA_AUTO_ADDR_LIST=NO'
+    """
+    intf = (conf.get("EPICS_CAS_INTF_ADDR_LIST") or "").split()
+    host = next((a for a in intf if a != "0.0.0.0"), "127.0.0.1")
+    port = conf.get("EPICS_CA_SERVER_PORT", "5064")
+    code = shlex.quote(f"import epics; print(epics.caget({json.dumps(name)}))")
+    return f"EPICS_CA_ADDR_LIST={host}:{port} EPICS_CA_AUTO_ADDR_LIST=NO python -c {code}"
+
+
 def cli_hint(conf: Mapping[str, str], name: str, op: str = "get") -> str:
     """The shell command that runs p4p's CLI ``op`` on ``name`` (PV names and arguments) served with ``conf``.
 
@@ -165,6 +178,9 @@ def print_banner(
             print("  " + cli_hint(conf, rest, op))
         if _default_ports(conf):
             print(f"  (default ports: plain `python -m p4p.client.cli get {first.rstrip('*')}` also works)")
+        if conf.get("EPICS_CA_SERVER_PORT"):
+            print("Read over Channel Access (pyepics, caget) from this host:")
+            print("  " + ca_hint(conf, first.rstrip("*")))
     for line in notes:
         print(line)
     print("Ctrl+C to stop.", flush=True)

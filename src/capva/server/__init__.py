@@ -34,8 +34,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from .. import camap
 from .._aio import loop as _loopmod
-from .._aio.config import ConfigError, ServerConfig
+from .._aio.ca_server import CAServer, split_long_string_name
+from .._aio.config import CAServerConfig, ServerConfig
 from .._aio.pva_server import PVAServer
 from ..pva.types import Type
 from ..pva.value import Value
@@ -117,7 +119,7 @@ class StaticProvider:
                     ch.pv_closed()
 
     def _impls(self) -> set:
-        return {s._impl for s in self._servers if s._impl is not None}
+        return {i for s in self._servers for i in (s._impl, s._ca) if i is not None}
 
     def _poke(self) -> None:
         for s in list(self._servers):
@@ -127,6 +129,10 @@ class StaticProvider:
         return name in self._pvs
 
     def _make(self, name: str, peer: str) -> _RawSharedPV | None:
+        return self._pvs.get(name)
+
+    def _peek(self, name: str) -> _RawSharedPV | None:
+        """The PV ``name`` without side effects (CA searches check its type)."""
         return self._pvs.get(name)
 
     def _list(self) -> list[str]:
@@ -185,6 +191,9 @@ class DynamicProvider:
     def _list(self) -> list[str]:
         return []
 
+    def _peek(self, name: str) -> _RawSharedPV | None:
+        return None  # unknown until makeChannel(): searches are answered on testChannel()
+
 
 def _resolve_providers(providers: Any) -> list[Any]:
     if isinstance(providers, dict):
@@ -218,14 +227,24 @@ def _resolve_providers(providers: Any) -> list[Any]:
     return [p for _, _, p in ordered]
 
 
+_PROTOCOLS = ("pva", "ca")
+
+
 class Server:
-    """A running PVA server (p4p.server.Server); it serves from construction until
-    :meth:`stop` (or the end of a ``with`` block).
+    """A running server (p4p.server.Server) for PVA **and Channel Access**: every PV is
+    served over both protocols, from construction until :meth:`stop` (or the end of a
+    ``with`` block).  CA clients see the CA view of each PV (docs/ca-pva-mapping.md); PVs
+    whose structure CA cannot carry (NTTable, NTNDArray ...) are simply not found over CA.
 
     :param providers: see the module docstring; a bare dict is accepted too.
     :param isolate: bind 127.0.0.1 with random ports, ignore the environment (for tests).
-    :param conf: EPICS_PVAS_* / EPICS_PVA_* settings (strings); they win over the environment.
+    :param conf: EPICS_PVAS_* / EPICS_PVA_* and EPICS_CAS_* / EPICS_CA_* settings (strings);
+        they win over the environment.
     :param useenv: also read the process environment.
+    :param protocols: which protocols to serve, ``("pva", "ca")`` by default.
+
+        with Server(providers=[{"demo:x": pv}], isolate=True) as S:
+            S.conf()      # EPICS_PVA* and EPICS_CA* keys: what a client needs to reach us
     """
 
     def __init__(
@@ -234,31 +253,55 @@ class Server:
         isolate: bool = False,
         conf: dict[str, str] | None = None,
         useenv: bool = True,
+        protocols: Iterable[str] = _PROTOCOLS,
     ):
+        if isinstance(protocols, str):
+            protocols = protocols.replace(",", " ").split()
+        protos = {str(p).lower() for p in protocols}
+        if not protos or protos - set(_PROTOCOLS):
+            raise ValueError(f"protocols must be a non-empty selection of {_PROTOCOLS}, not {protocols!r}")
+        ca_cfg: CAServerConfig | None = None
         if isolate:
             if conf is not None:
                 raise ValueError("isolate=True excludes conf=")
             cfg = ServerConfig.isolated()
+            ca_cfg = CAServerConfig.isolated()
         else:
-            try:
-                cfg = ServerConfig.from_env(os.environ, conf, useenv)
-            except ConfigError:
-                raise
+            ca_keys = {
+                k: v for k, v in (conf or {}).items() if isinstance(k, str) and k.startswith("EPICS_CA")
+            }
+            pva_keys = {k: v for k, v in (conf or {}).items() if k not in ca_keys}
+            cfg = ServerConfig.from_env(os.environ, pva_keys, useenv)
+            ca_cfg = CAServerConfig.from_env(os.environ, ca_keys, useenv)
         self._providers = _resolve_providers(providers)
         for p in self._providers:
             p._servers.add(self)
         self._impl: PVAServer | None = None
+        self._ca: CAServer | None = None
+        self._conf = cfg
+        self._ca_conf: CAServerConfig | None = None
         self._lt = _loopmod.acquire()
-        impl = PVAServer(cfg, self._lookup, self._make_channel, self._lt.loop)
         try:
-            self._conf = self._lt.run(impl.start(), timeout=30)
-        except OSError as e:
+            if "pva" in protos:
+                impl = PVAServer(cfg, self._lookup, self._make_channel, self._lt.loop)
+                self._conf = self._lt.run(impl.start(), timeout=30)
+                self._impl = impl
+            if "ca" in protos:
+                ca = CAServer(ca_cfg, self._ca_lookup, self._ca_make, self._lt.loop, self._lookup)
+                try:
+                    self._ca_conf = self._lt.run(ca.start(), timeout=30)
+                except BaseException:
+                    self._lt.run(ca.close(), timeout=30)
+                    raise
+                self._ca = ca
+        except BaseException as e:
+            impl_, self._impl = self._impl, None
+            if impl_ is not None:
+                self._lt.run(impl_.close(), timeout=30)
             _loopmod.release(self._lt)
-            raise RuntimeError(f"invalid server configuration or address in use: {e}") from e
-        except BaseException:
-            _loopmod.release(self._lt)
+            if isinstance(e, OSError):
+                raise RuntimeError(f"invalid server configuration or address in use: {e}") from e
             raise
-        self._impl = impl
 
     # provider queries, called in the network loop
     def _lookup(self, name: str) -> bool:
@@ -275,22 +318,53 @@ class Server:
                     return pv
         return None
 
+    def _ca_lookup(self, name: str) -> bool:
+        """CA search: the name is ours and, when its type is known, CA can carry it."""
+        base, long_string = split_long_string_name(name)
+        for cand, ls in ((name, False), (base, True)) if long_string else ((name, False),):
+            for p in self._providers:
+                if p._test(cand):
+                    pv = p._peek(cand)
+                    T = None if pv is None else pv._type
+                    if T is None:
+                        return True  # a dynamic PV, or not open yet: as for PVA
+                    kind = camap.long_string_type(T) if ls else camap.ca_view_type(T)
+                    return kind is not None
+        return False
+
+    def _ca_make(self, name: str, peer: str) -> _RawSharedPV | None:
+        pv = self._make_channel(name, peer)
+        if pv is None and name.endswith(".$"):
+            pv = self._make_channel(split_long_string_name(name)[0], peer)
+        return pv
+
     def _poke(self) -> None:
         impl = self._impl
         if impl is not None:
             impl.loop.call_soon_threadsafe(impl.poke)
 
     def conf(self) -> dict[str, str]:
-        """Effective configuration: ``Context('pva', conf=S.conf(), useenv=False)`` reaches us."""
-        return self._conf.conf()
+        """Effective configuration of every protocol served:
+        ``Context('pva', conf=S.conf(), useenv=False)`` reaches us, and so does a CA client
+        (pyepics, caproto, caget) given the ``EPICS_CA*`` keys as its environment."""
+        out: dict[str, str] = {}
+        if self._impl is not None or self._ca_conf is None:
+            out.update(self._conf.conf())
+        if self._ca_conf is not None:
+            out.update(self._ca_conf.conf())
+        return out
 
     def stop(self) -> None:
-        """Stop serving: close listeners and every client connection."""
+        """Stop serving: close listeners and every client connection (PVA and CA)."""
         impl, self._impl = self._impl, None
-        if impl is None:
+        ca, self._ca = self._ca, None
+        if impl is None and ca is None:
             return
         try:
-            self._lt.run(impl.close(), timeout=30)
+            if impl is not None:
+                self._lt.run(impl.close(), timeout=30)
+            if ca is not None:
+                self._lt.run(ca.close(), timeout=30)
         finally:
             _loopmod.release(self._lt)
 
@@ -301,7 +375,7 @@ class Server:
         self.stop()
 
     def __del__(self) -> None:
-        if getattr(self, "_impl", None) is not None:
+        if getattr(self, "_impl", None) is not None or getattr(self, "_ca", None) is not None:
             try:
                 self.stop()
             except Exception:
@@ -356,11 +430,25 @@ class Server:
             lines.append(
                 f"connections={st['connections']} channels={st['channels']} operations={st['operations']}"
             )
+        if self._ca is not None and self._ca_conf is not None:
+            lines.extend(
+                f"{k}={v}" for k, v in sorted(self._ca_conf.conf().items()) if k.startswith("EPICS_CAS_")
+            )
+            st = self._ca.stats()
+            lines.append(
+                f"CA circuits={st['circuits']} channels={st['channels']} subscriptions={st['subscriptions']}"
+            )
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:
-        state = "stopped" if self._impl is None else f"port {self._conf.tcp_port}"
-        return f"<capva.server.Server {state}>"
+        if self._impl is None and self._ca is None:
+            return "<capva.server.Server stopped>"
+        parts = []
+        if self._impl is not None:
+            parts.append(f"pva port {self._conf.tcp_port}")
+        if self._ca is not None and self._ca_conf is not None:
+            parts.append(f"ca port {self._ca_conf.port}")
+        return f"<capva.server.Server {', '.join(parts)}>"
 
 
 def _iter_names(ps: Iterable[Any]) -> list[str]:
@@ -480,6 +568,9 @@ class SharedPV(_ThreadSharedPV):
                 handler_failed(op, e)
             else:
                 op.done()
+
+    def _writable(self) -> bool:
+        return True  # a mailbox, or an onPut callback
 
     def _rpc(self, op: ServerOperation) -> None:
         cb = self._onrpc

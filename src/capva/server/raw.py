@@ -247,6 +247,9 @@ class SharedPV:
     :param nt: a Normative Type helper (``NTScalar('d')``) used to wrap and unwrap.
     :param wrap: / :param unwrap: alternatives to ``nt=``.
     :param options: accepted for p4p compatibility, unused.
+    :param max_length: for an array PV, the largest length it will have: the native element
+        count Channel Access reports (an IOC's NELM); CA writes are cut to it.  Without it CA
+        clients are told the length at channel creation.
     Other keywords go to ``wrap()`` of the initial value (``timestamp=``, ``severity=`` ...).
 
         pv = SharedPV(nt=NTScalar('d'), initial=0.0)
@@ -266,6 +269,7 @@ class SharedPV:
         unwrap: Callable | None = None,
         options: dict | None = None,
         value: Any = _NOTSET,
+        max_length: int | None = None,
         **kws: Any,
     ):
         if value is not _NOTSET:
@@ -290,6 +294,15 @@ class SharedPV:
         self._options = options
         self._fast: tuple[int, Callable] | None = None
         self._fast_type: Type | None = None
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
+        #: the declared maximum length of an array value: the element count Channel Access
+        #: clients are told at channel creation (else the length at that moment)
+        self.max_length = max_length
+        #: CA views of this PV with subscribers (see capva._aio.ca_server.CAView): told of
+        #: every post, under the lock
+        self._ca_views: list = []
+        self._ca_registry: dict = {}  # every CA view of the open PV, by kind
         if initial is not None:
             self.open(initial, nt=nt, wrap=wrap, unwrap=unwrap, **kws)
 
@@ -340,6 +353,8 @@ class SharedPV:
                     self._valid |= mask
                     if self._monitors:
                         self._fanout(mask)
+                    for view in self._ca_views:
+                        view.posted(cur, mask)
                     return
         V = self._wrap_value(value, kws)
         with self._lock:
@@ -359,6 +374,8 @@ class SharedPV:
             self._valid |= mask
             if self._monitors:
                 self._fanout(mask)
+            for view in self._ca_views:
+                view.posted(cur, mask)
 
     def current(self) -> Any:
         """The current value (unwrapped with the PV's nt/unwrap)."""
@@ -381,6 +398,8 @@ class SharedPV:
             self._valid = 0
             chans = list(self._channels)
             self._monitors.clear()
+            self._ca_views = []
+            self._ca_registry = {}
         for ch in chans:
             ch.pv_closed()
 
@@ -572,6 +591,10 @@ class SharedPV:
             if V is None:
                 return None
             return _body(V, be, mask)
+
+    def _writable(self) -> bool:
+        """Whether clients may write (a put handler is set): CA's write access right."""
+        return getattr(self._handler, "put", None) is not None
 
     def _put(self, op: ServerOperation) -> None:
         M = getattr(self._handler, "put", None)
