@@ -89,6 +89,12 @@ def _pvs():
         "ro": SharedPV(nt=NTScalar("d"), initial=3.0),
         "mbox": MailboxPV(nt=NTScalar("d"), initial=0.0),
         "fail": fail,
+        "enum20": _writable(
+            SharedPV(
+                nt=NTEnum(), initial=NTEnum().wrap(17, choices=[f"state number {i:02d}" for i in range(20)])
+            )
+        ),
+        "utf": SharedPV(nt=NTScalar("s"), initial="é" * 30),
     }
 
 
@@ -365,3 +371,26 @@ def test_concurrent_writers(pv, pvs):
     for t in threads:
         t.join(30)
     assert not errors and not any(t.is_alive() for t in threads)
+
+
+def test_enum_with_more_than_16_choices(pv, pvs):
+    """docs/ca-pva-mapping.md §2: still ENUM; GR/CTRL list the first 16 choices; an index
+    beyond them reads as its full text over DBR_STRING; a string write matches any choice."""
+    p = pv("enum20")
+    assert p.channel.native_data_type == ChannelType.ENUM
+    ctrl = p.read(data_type=ChannelType.CTRL_ENUM)
+    assert ctrl.data.tolist() == [17]
+    assert [s.decode() for s in ctrl.metadata.enum_strings] == [f"state number {i:02d}" for i in range(16)]
+    assert p.read(data_type=ChannelType.STRING).data == [b"state number 17"]
+    assert (
+        p.write(["state number 19"], data_type=ChannelType.STRING, wait=True).status.code_with_severity == 1
+    )
+    assert pvs["enum20"].current() == 19
+
+
+def test_over_long_utf8_string_is_cut_at_a_character(pv):
+    """DBR_STRING holds 39 bytes: 30 two-byte characters are cut to 19 whole ones, never a
+    broken UTF-8 tail; ``NAME.$`` carries all 60 bytes."""
+    assert pv("utf").read(data_type=ChannelType.STRING).data == [("é" * 19).encode()]
+    whole = pv("utf.$").read(data_type=ChannelType.CHAR).data
+    assert bytes(whole).rstrip(b"\0").decode() == "é" * 30

@@ -85,6 +85,7 @@ __all__ = ["CAServer", "CAView", "split_long_string_name"]
 
 _STRING = int(D.STRING)
 _DBE_ALL = 0xFFFF
+_DBE_VALUE_LOG = 1 | 2
 _EMPTY = b""
 
 
@@ -101,12 +102,16 @@ def split_long_string_name(name: str) -> tuple[str, bool]:
 # ================================================================================================
 
 
-def _value_mask(T: Any) -> int:
-    """The bits of ``value`` and its sub-fields in a post's field mask."""
-    idx = T._paths.get("value")
+def _subtree_mask(T: Any, name: str) -> int:
+    """The bits of field ``name`` and its sub-fields in a post's field mask."""
+    idx = T._paths.get(name)
     if idx is None:
         return 0
     return ((1 << T._span[idx]) - 1) << idx
+
+
+def _value_mask(T: Any) -> int:
+    return _subtree_mask(T, "value")
 
 
 def encode_update(
@@ -133,12 +138,16 @@ class CAView:
     bits are computed there, once per post, and the loop is woken once per turn.
     """
 
-    __slots__ = ("pv", "kind", "vmask", "subs", "last", "pending", "scheduled", "loop", "_wake")
+    __slots__ = ("pv", "kind", "vmask", "other", "subs", "last", "pending", "scheduled", "loop", "_wake")
 
     def __init__(self, pv: Any, kind: camap.CAKind, loop: asyncio.AbstractEventLoop) -> None:
         self.pv = pv
         self.kind = kind
-        self.vmask = _value_mask(pv._type)
+        T = pv._type
+        self.vmask = _value_mask(T)
+        #: every field but value and timeStamp: a post touching none of them changes no
+        #: alarm or metadata (the fast path of :meth:`posted`)
+        self.other = ~(self.vmask | _subtree_mask(T, "timeStamp"))
         self.subs: set[_Sub] = set()
         self.last: camap.CASnapshot | None = None
         self.pending: list[tuple[camap.CASnapshot, int]] = []
@@ -156,8 +165,15 @@ class CAView:
 
     def posted(self, V: Value, mask: int) -> None:
         """(PV lock held, any thread) a post: compute the view and queue it for the loop."""
-        snap = camap.ca_snapshot(V, self.kind)
-        dbe = camap.dbe_mask(self.last, snap, ("value",) if mask & self.vmask else ())
+        last = self.last
+        if last is not None and not mask & self.other:
+            if not mask & self.vmask:
+                return  # a new time stamp alone: no CA event
+            snap = camap.ca_snapshot_value(V, last)
+            dbe = _DBE_VALUE_LOG
+        else:
+            snap = camap.ca_snapshot(V, self.kind)
+            dbe = camap.dbe_mask(last, snap, ("value",) if mask & self.vmask else ())
         self.last = snap
         if not dbe:
             return
