@@ -4,7 +4,10 @@ The CA cross-checks (test_ca_dbr, test_ca_status, test_ca_convert) load EPICS ba
 and libCom through ctypes to compare our tables and conversions with the real C library.
 In a full run the same process has also run p4p (pvxs) and pvapy (pvAccessCPP), which use
 those libraries too; at interpreter exit the libraries' C finalisers then crash (SIGSEGV)
-after every test has passed.  When those modules ran, the last unconfigure hook leaves with
+after every test has passed.  Importing pyepics (``epics``) or ``softioc`` in-process (the CA
+server suites do, so that a missing peer fails loudly) loads the same libraries, with the
+same result ("corrupted size vs. prev_size", SIGABRT).  When those modules ran, the last
+unconfigure hook leaves with
 ``os._exit(exitstatus)``: pytest's result is kept and the crashing C teardown is skipped.
 """
 
@@ -16,11 +19,14 @@ import sys
 import pytest
 
 _NATIVE_CHECKS = ("test_ca_dbr", "test_ca_status", "test_ca_convert")
+#: peers whose import loads EPICS base's C libraries into this process (pyepics' libca,
+#: softioc's IOC core); with p4p/pvapy also loaded their finalisers abort at exit the same way
+_NATIVE_PEERS = ("epics", "softioc")
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if any(m in sys.modules for m in _NATIVE_CHECKS):
+    if any(m in sys.modules for m in (*_NATIVE_CHECKS, *_NATIVE_PEERS)):
         status = getattr(config, "_capva_exitstatus", 0)
         sys.stdout.flush()
         sys.stderr.flush()

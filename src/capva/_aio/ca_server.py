@@ -75,6 +75,7 @@ from ..ca.framing import CAMessageReader, RawMessage, encode_header, max_message
 from ..ca.state import Action, ServerCircuit, Verdict, check_operation, search_reply_datagram, server_datagram
 from ..ca.status import ECA_BADCOUNT, ECA_BADTYPE, ECA_INTERNAL, ECA_NORMAL, ECA_PUTFAIL, ECA_TOLARGE
 from ..pva.value import Value
+from .batching import BatchedProtocol
 from .config import CAServerConfig
 from .udp import _RateLimitedLog, _set_reuse, beacon_destinations, ipv4_interfaces
 
@@ -343,13 +344,12 @@ class _PutOp:
         _log.info("%s: message for the CA client writing %s: %s", self.conn.peer, self.chan.name, text)
 
 
-class _Circuit(asyncio.Protocol):
+class _Circuit(BatchedProtocol):
     """One client TCP circuit."""
 
     def __init__(self, server: CAServer):
+        super().__init__(server.loop, server.thread_id)
         self.server = server
-        self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
         limit = server.config.max_array_bytes
         self.max_payload = None if limit is None else max_message_size_for(limit) - 24
         self.reader = CAMessageReader(max_message_size=None if limit is None else max_message_size_for(limit))
@@ -358,50 +358,11 @@ class _Circuit(asyncio.Protocol):
         self.subs: dict[int, _Sub] = {}
         self.puts: set[_PutOp] = set()
         self.held: set[_Sub] = set()
-        self.out: list[bytes] = []
-        self.flush_scheduled = False
         self.events_on = True
         self.paused = False
-        self.closed = False
         self.peer = "?"
-        self._thread = server.thread_id
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def call_in_loop(self, fn: Callable, *args: Any) -> None:
-        if threading.get_ident() == self._thread:
-            fn(*args)
-        else:
-            try:
-                self.loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:
-                pass  # loop closed: server stopped
-
-    def write(self, *parts: bytes) -> None:
-        if self.closed:
-            return
-        self.out.extend(parts)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        out, self.out = self.out, []
-        if not out or self.transport is None or self.closed:
-            return
-        t = self.transport
-        small: list[bytes] = []
-        for p in out:
-            if len(p) >= 65536:
-                if small:
-                    t.write(b"".join(small))
-                    small = []
-                t.write(memoryview(p))
-            else:
-                small.append(p)
-        if small:
-            t.write(b"".join(small) if len(small) > 1 else small[0])
 
     def send(
         self, cmd: int, payload: bytes, dtype: int = 0, count: int = 0, p1: int = 0, p2: int = 0
@@ -417,12 +378,12 @@ class _Circuit(asyncio.Protocol):
             raise _TooLarge(f"{n} bytes / {count} elements need an extended header (client minor < 9)")
         hdr = encode_header(cmd, n, dtype, count, p1, p2, extended=extended)
         if n:
-            self.write(hdr, payload)
+            self.write_parts(hdr, payload)
         else:
-            self.write(hdr)
+            self.write_parts(hdr)
 
     def send_command(self, msg: C.Command) -> None:
-        self.write(msg.encode())
+        self.write_parts(msg.encode())
 
     def send_error(self, raw: RawMessage, status: int, text: str) -> None:
         cid = C.error_cid(
@@ -449,7 +410,7 @@ class _Circuit(asyncio.Protocol):
             except OSError:
                 pass
         # RSRV queues its VERSION at accept, before reading anything (§2.3)
-        self.write(encode_header(VERSION, 0, 0, MINOR_VERSION, 0, 0))
+        self.write_parts(encode_header(VERSION, 0, 0, MINOR_VERSION, 0, 0))
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -551,7 +512,7 @@ class _Circuit(asyncio.Protocol):
             self.close_after_flush()
 
     def on_echo(self, raw: RawMessage) -> None:
-        self.write(raw.encode())
+        self.write_parts(raw.encode())
 
     def on_nothing(self, raw: RawMessage) -> None:
         pass  # VERSION, CLIENT_NAME, HOST_NAME: ServerCircuit took what they carry
@@ -762,7 +723,7 @@ class _Circuit(asyncio.Protocol):
         self.release_held()
 
     def on_read_sync(self, raw: RawMessage) -> None:
-        self.write(raw.encode())
+        self.write_parts(raw.encode())
 
     def on_clear(self, raw: RawMessage) -> None:
         req = C.ClearChannelRequest.from_raw(raw)

@@ -43,6 +43,7 @@ from ..pva.codec import (
 from ..pva.errors import DecodeError
 from ..pva.pvrequest import RequestError, option_bool, option_int, request_mask, request_options
 from ..pva.value import Value
+from .batching import BatchedProtocol
 from .config import ServerConfig
 
 _log = logging.getLogger("capva.server")
@@ -411,21 +412,17 @@ class _Refused(_Op):
         self.reply_error(SUB_INIT, f"{name} is not supported by this server")
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(BatchedProtocol):
     """One client TCP connection."""
 
     def __init__(self, server: PVAServer):
+        super().__init__(server.loop, server.thread_id)
         self.server = server
-        self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
         self.reader = F.MessageReader(expect_server=False, max_message_size=MAX_MESSAGE)
         self.rx_cache: dict = {}
         self.chans: dict[int, _Chan] = {}
         self.ops: dict[int, _Op] = {}
-        self.out: list = []
-        self.flush_scheduled = False
         self.paused = False
-        self.closed = False
         self.validated = False
         self.peer = "?"
         self.account = ""
@@ -433,52 +430,14 @@ class _Conn(asyncio.Protocol):
         self.roles: list[str] = []
         self.last_rx = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self._thread = server.thread_id
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def call_in_loop(self, fn: Callable, *args: Any) -> None:
-        if threading.get_ident() == self._thread:
-            fn(*args)
-        else:
-            try:
-                self.loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:
-                pass  # loop closed: server stopped
 
     def send(self, cmd: int, body: bytes, be: bool = False) -> None:
         self.write_parts(_HDR[be].pack(0xCA, 2, _SFLAG | (0x80 if be else 0), cmd, len(body)), body)
 
     def send_message(self, ioid: int, mtype: int, text: str, be: bool = False) -> None:
         self.send(M.CMD_MESSAGE, M.LogMessage(ioid, mtype, text).encode(be), be)
-
-    def write_parts(self, *parts: bytes) -> None:
-        if self.closed:
-            return
-        self.out.extend(parts)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        out, self.out = self.out, []
-        if not out or self.transport is None or self.closed:
-            return
-        # small pieces are joined into one write; big ones (arrays) go as memoryviews so the
-        # transport slices them instead of copying them again
-        t = self.transport
-        small: list = []
-        for p in out:
-            if len(p) >= 65536:
-                if small:
-                    t.write(b"".join(small))
-                    small = []
-                t.write(memoryview(p))
-            else:
-                small.append(p)
-        if small:
-            t.write(b"".join(small) if len(small) > 1 else small[0])
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 

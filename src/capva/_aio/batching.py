@@ -1,0 +1,68 @@
+"""The write side shared by the PVA and CA server connections (design.md §3).
+
+Everything a connection queues during one loop turn leaves in one go: replies to a batch of
+requests are flushed at the end of ``data_received``, and writes from elsewhere (monitor
+updates, put completions) are flushed by one ``call_soon`` per turn.  Small pieces are
+joined into one ``transport.write``; large ones (arrays) are handed over as memoryviews so the
+transport slices them instead of copying them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["BatchedProtocol"]
+
+#: pieces at least this big are written on their own, without a join copy
+BIG_PIECE = 65536
+
+
+class BatchedProtocol(asyncio.Protocol):
+    """Base of a server connection: ``write_parts`` queues, ``flush`` sends, and
+    ``call_in_loop`` runs a callable in the connection's loop from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.out: list = []
+        self.flush_scheduled = False
+        self.closed = False
+        self._thread = thread_id
+
+    def call_in_loop(self, fn: Callable, *args: Any) -> None:
+        if threading.get_ident() == self._thread:
+            fn(*args)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass  # loop closed: server stopped
+
+    def write_parts(self, *parts: bytes) -> None:
+        if self.closed:
+            return
+        self.out.extend(parts)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        out, self.out = self.out, []
+        if not out or self.transport is None or self.closed:
+            return
+        t = self.transport
+        small: list = []
+        for p in out:
+            if len(p) >= BIG_PIECE:
+                if small:
+                    t.write(b"".join(small))
+                    small = []
+                t.write(memoryview(p))
+            else:
+                small.append(p)
+        if small:
+            t.write(b"".join(small) if len(small) > 1 else small[0])
