@@ -139,7 +139,20 @@ class CAView:
     bits are computed there, once per post, and the loop is woken once per turn.
     """
 
-    __slots__ = ("pv", "kind", "vmask", "other", "subs", "last", "pending", "scheduled", "loop", "_wake")
+    __slots__ = (
+        "pv",
+        "kind",
+        "vmask",
+        "other",
+        "subs",
+        "last",
+        "pending",
+        "scheduled",
+        "loop",
+        "_wake",
+        "enc_snap",
+        "enc",
+    )
 
     def __init__(self, pv: Any, kind: camap.CAKind, loop: asyncio.AbstractEventLoop) -> None:
         self.pv = pv
@@ -155,23 +168,32 @@ class CAView:
         self.scheduled = False
         self.loop = loop
         self._wake = loop.call_soon_threadsafe
+        #: (loop only) encoded replies of the snapshot ``enc_snap`` by (DBR type, count):
+        #: every reader and subscriber of the same form shares one encoding
+        self.enc_snap: camap.CASnapshot | None = None
+        self.enc: dict[tuple[int, int], tuple[bytes, int, int]] = {}
 
     def snapshot(self) -> camap.CASnapshot | None:
-        """The current CA view (None if the PV is closed)."""
+        """The current CA view (None if the PV is closed), computed at most once per post."""
         with self.pv._lock:
-            if self.subs and self.last is not None:
-                return self.last
-            V = self.pv._V
-            return None if V is None else camap.ca_snapshot(V, self.kind)
+            last = self.last
+            if last is None:
+                V = self.pv._V
+                if V is None:
+                    return None
+                last = self.last = camap.ca_snapshot(V, self.kind)
+            return last
 
     def posted(self, V: Value, mask: int) -> None:
-        """(PV lock held, any thread) a post: compute the view and queue it for the loop."""
+        """(PV lock held, any thread) a post: compute the view and queue it for the loop.
+        Without subscribers it only drops the cached view (reads compute it again)."""
+        if not self.subs:
+            self.last = None
+            return
         last = self.last
         if last is not None and not mask & self.other:
-            if not mask & self.vmask:
-                return  # a new time stamp alone: no CA event
             snap = camap.ca_snapshot_value(V, last)
-            dbe = _DBE_VALUE_LOG
+            dbe = _DBE_VALUE_LOG if mask & self.vmask else 0  # a new time stamp alone: no event
         else:
             snap = camap.ca_snapshot(V, self.kind)
             dbe = camap.dbe_mask(last, snap, ("value",) if mask & self.vmask else ())
@@ -193,10 +215,9 @@ class CAView:
             self.scheduled = False
             subs = list(self.subs)
         for snap, dbe in batch:
-            cache: dict[tuple[int, int], tuple[bytes, int, int]] = {}
             for sub in subs:
                 if sub.mask & dbe:
-                    sub.push(snap, cache)
+                    sub.push(snap)
 
     def add(self, sub: _Sub) -> camap.CASnapshot | None:
         """(loop) register a subscription; returns the current view (its first update)."""
@@ -204,19 +225,14 @@ class CAView:
             V = self.pv._V
             if V is None:
                 return None
-            if not self.subs or self.last is None:
+            if self.last is None:
                 self.last = camap.ca_snapshot(V, self.kind)
             self.subs.add(sub)
-            if self not in self.pv._ca_views:
-                self.pv._ca_views = [*self.pv._ca_views, self]
             return self.last
 
     def remove(self, sub: _Sub) -> None:
         with self.pv._lock:
             self.subs.discard(sub)
-            if not self.subs and self in self.pv._ca_views:
-                self.pv._ca_views = [v for v in self.pv._ca_views if v is not self]
-                self.last = None
 
 
 def _view_for(pv: Any, kind: camap.CAKind, loop: asyncio.AbstractEventLoop) -> CAView:
@@ -225,7 +241,11 @@ def _view_for(pv: Any, kind: camap.CAKind, loop: asyncio.AbstractEventLoop) -> C
         reg = pv._ca_registry
         v = reg.get(kind)
         if v is None or (v.loop is not loop and not v.subs):
-            v = reg[kind] = CAView(pv, kind, loop)
+            old, v = v, CAView(pv, kind, loop)
+            reg[kind] = v
+            # told of every post from now on (posts keep its cached view current) until the PV
+            # closes; copy-on-write, as post() iterates the list
+            pv._ca_views = [*(x for x in pv._ca_views if x is not old), v]
         return v
 
 
@@ -269,7 +289,7 @@ class _Sub:
         self.mask = mask
         self.latest: camap.CASnapshot | None = None  # held back while events are off / paused
 
-    def push(self, snap: camap.CASnapshot, cache: dict | None = None) -> None:
+    def push(self, snap: camap.CASnapshot) -> None:
         """(loop) one update for this subscription."""
         conn = self.conn
         if conn.closed:
@@ -278,13 +298,7 @@ class _Sub:
             self.latest = snap  # only the latest is kept (RSRV)
             conn.held.add(self)
             return
-        key = (self.data_type, self.count)
-        enc = cache.get(key) if cache is not None else None
-        if enc is None:
-            enc = conn.encode_for(snap, self.data_type, self.count, self.chan)
-            if cache is not None:
-                cache[key] = enc
-        conn.send_update(self, enc)
+        conn.send_update(self, conn.encode_for(snap, self.data_type, self.count, self.chan))
 
     def release(self) -> None:
         snap, self.latest = self.latest, None
@@ -592,17 +606,25 @@ class _Circuit(BatchedProtocol):
     def encode_for(
         self, snap: camap.CASnapshot, data_type: int, count: int, ch: _Chan
     ) -> tuple[bytes, int, int]:
-        """A read reply / update of ``snap``; ECA_BADCOUNT for counts beyond what the channel
-        has (a bound on what a request may make us allocate)."""
+        """A read reply / update of ``snap``, encoded once per (type, count) and snapshot;
+        ECA_BADCOUNT for counts beyond what the channel has (a bound on what a request may
+        make us allocate), ECA_TOLARGE beyond EPICS_CA_MAX_ARRAY_BYTES."""
         if count > max(ch.count, snap.count):
             return b"", count, ECA_BADCOUNT
-        # DBR_CLASS_NAME: an IOC sends the record type; a PV's nearest equivalent is its type id
-        T = ch.pv._type
-        cls = T.getID() if data_type == D.CLASS_NAME and T is not None else ""
-        payload, n, status = encode_update(snap, data_type, count, cls)
-        if self.max_payload is not None and len(payload) > self.max_payload:
-            return b"", n, ECA_TOLARGE
-        return payload, n, status
+        view = ch.view
+        if view.enc_snap is not snap:
+            view.enc_snap = snap
+            view.enc = {}
+        key = (data_type, count)
+        enc = view.enc.get(key)
+        if enc is None:
+            # DBR_CLASS_NAME: an IOC sends the record type; a PV's nearest equivalent is its type id
+            T = ch.pv._type
+            cls = T.getID() if data_type == D.CLASS_NAME and T is not None else ""
+            enc = view.enc[key] = encode_update(snap, data_type, count, cls)
+        if self.max_payload is not None and len(enc[0]) > self.max_payload:
+            return b"", enc[1], ECA_TOLARGE
+        return enc
 
     def on_read(self, raw: RawMessage) -> None:
         notify = raw.command == READ_NOTIFY
