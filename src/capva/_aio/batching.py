@@ -66,3 +66,19 @@ class BatchedProtocol(asyncio.Protocol):
                 small.append(p)
         if small:
             t.write(b"".join(small) if len(small) > 1 else small[0])
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close now (what is queued is written first, then the transport is aborted)."""
+        if self.transport is not None:
+            self.flush()
+            self.transport.abort()
+        self.cleanup()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Forget every channel and operation of the connection (idempotent)."""
+        raise NotImplementedError

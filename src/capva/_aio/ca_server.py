@@ -468,19 +468,10 @@ class _Circuit(BatchedProtocol):
         _log.warning("%s: CA protocol error, closing the circuit: %s", self.peer, text)
         self.abort()
 
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.flush()
-            self.transport.abort()
-        self.cleanup()
-
     def close_after_flush(self) -> None:
         if self.transport is not None:
             self.flush()
             self.transport.close()
-        self.cleanup()
-
-    def connection_lost(self, exc: Exception | None) -> None:
         self.cleanup()
 
     def cleanup(self) -> None:

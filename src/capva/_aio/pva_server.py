@@ -507,16 +507,7 @@ class _Conn(BatchedProtocol):
         _log.warning("%s: protocol error, closing: %s", self.peer, e)
         self.abort()
 
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.flush()
-            self.transport.abort()
-        self._cleanup()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cleanup()
-
-    def _cleanup(self) -> None:
+    def cleanup(self) -> None:
         if self.closed:
             return
         self.closed = True
