@@ -127,7 +127,7 @@ def encode_update(
     # ACKT: transient alarms need acknowledging, an IOC record's default (YES)
     meta = D.Metadata(**snap.metadata_fields(), ackt=1)
     if info.native == _STRING and data_type not in (D.PUT_ACKT, D.PUT_ACKS, D.CLASS_NAME):
-        return read_payload(data_type, count, _STRING, [s for s in camap.value_strings(snap)], meta)
+        return read_payload(data_type, count, _STRING, camap.value_strings(snap), meta)
     return read_payload(data_type, count, int(snap.kind.native), snap.value, meta, class_name=class_name)
 
 
@@ -586,7 +586,7 @@ class _Circuit(BatchedProtocol):
             self.send_command(msg)
         pv._attach(ch)
 
-    def check(self, raw: RawMessage, cmd: C.Command, ch: _Chan | None, **kws: Any) -> Verdict:
+    def check(self, cmd: C.Command, ch: _Chan | None, **kws: Any) -> Verdict:
         return check_operation(
             cmd,
             sid_known=ch is not None,
@@ -621,7 +621,7 @@ class _Circuit(BatchedProtocol):
         notify = raw.command == READ_NOTIFY
         req: C.Command = C.ReadNotifyRequest.from_raw(raw) if notify else C.ReadRequest.from_raw(raw)
         ch = self.chans.get(raw.parameter1)
-        verdict = self.check(raw, req, ch)
+        verdict = self.check(req, ch)
         if verdict.action is not Action.ACCEPT:
             if verdict.action is Action.REPLY and ch is not None and notify:
                 self.send(READ_NOTIFY, _EMPTY, raw.data_type, raw.data_count, verdict.status, raw.parameter2)
@@ -648,7 +648,7 @@ class _Circuit(BatchedProtocol):
         notify = raw.command == WRITE_NOTIFY
         req: C.Command = C.WriteNotifyRequest.from_raw(raw) if notify else C.WriteRequest.from_raw(raw)
         ch = self.chans.get(raw.parameter1)
-        verdict = self.check(raw, req, ch)
+        verdict = self.check(req, ch)
         if verdict.action is not Action.ACCEPT:
             if verdict.action is Action.REPLY:
                 dtype = 0xEFEF if verdict.status == ECA_BADTYPE else raw.data_type
@@ -688,7 +688,7 @@ class _Circuit(BatchedProtocol):
     def on_event_add(self, raw: RawMessage) -> None:
         req = C.EventAddRequest.from_raw(raw)
         ch = self.chans.get(raw.parameter1)
-        verdict = self.check(raw, req, ch)
+        verdict = self.check(req, ch)
         if verdict.action is not Action.ACCEPT:
             if verdict.action is Action.REPLY and ch is not None:
                 self.send(EVENT_ADD, _EMPTY, raw.data_type, raw.data_count, verdict.status, raw.parameter2)
@@ -713,7 +713,7 @@ class _Circuit(BatchedProtocol):
         ch = self.chans.get(raw.parameter1)
         sub = self.subs.get(req.subscription_id)
         known = sub is not None and sub.chan is ch
-        verdict = self.check(raw, req, ch, subscription_known=known)
+        verdict = self.check(req, ch, subscription_known=known)
         if verdict.action is not Action.ACCEPT:
             self.apply(raw, verdict)
             return
@@ -741,7 +741,7 @@ class _Circuit(BatchedProtocol):
     def on_clear(self, raw: RawMessage) -> None:
         req = C.ClearChannelRequest.from_raw(raw)
         ch = self.chans.get(req.sid)
-        verdict = self.check(raw, req, ch)
+        verdict = self.check(req, ch)
         if verdict.action is not Action.ACCEPT:
             self.apply(raw, verdict)
             return
@@ -767,21 +767,13 @@ class _Circuit(BatchedProtocol):
 
     def send_update(self, sub: _Sub, enc: tuple[bytes, int, int]) -> None:
         payload, n, status = enc
-        if status in (ECA_BADCOUNT, ECA_TOLARGE) and not payload:
-            self.send_error(
-                RawMessage(EVENT_ADD, 16, sub.data_type, sub.count, sub.chan.sid, sub.subid),
-                status,
-                "server unable to load subscription update response",
-            )
-            return
         try:
+            if status in (ECA_BADCOUNT, ECA_TOLARGE) and not payload:
+                raise _TooLarge("server unable to load subscription update response")
             self.send(EVENT_ADD, payload, sub.data_type, n, status, sub.subid)
         except _TooLarge as e:
-            self.send_error(
-                RawMessage(EVENT_ADD, 16, sub.data_type, sub.count, sub.chan.sid, sub.subid),
-                ECA_TOLARGE,
-                str(e),
-            )
+            request = RawMessage(EVENT_ADD, 16, sub.data_type, sub.count, sub.chan.sid, sub.subid)
+            self.send_error(request, status if status != ECA_NORMAL else ECA_TOLARGE, str(e))
 
 
 class _TooLarge(Exception):

@@ -105,6 +105,19 @@ def _settings(
     return src
 
 
+def _server_port(v: str | None, name: str, default: int) -> int:
+    """A server's port setting: blank is ``default``, anything but 0..65535 an error."""
+    if v is None or not v.strip():
+        return default
+    try:
+        p = int(v)
+    except ValueError:
+        raise ConfigError(f"invalid {name}: {v!r}") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"invalid {name}: {v!r}")
+    return p
+
+
 def effective_timeout(conn_tmo: float) -> float:
     """pvxs's rule (§7): 4/3 x EPICS_PVA_CONN_TMO, at least 2 s; nonsense gives 40 s."""
     if not math.isfinite(conn_tmo) or conn_tmo <= 0:
@@ -147,16 +160,7 @@ class ServerConfig:
             return None
 
         def port(name: str, default: int) -> int:
-            v = pick(name)
-            if v is None or not v.strip():
-                return default
-            try:
-                p = int(v)
-            except ValueError:
-                raise ConfigError(f"invalid {name}: {v!r}") from None
-            if not 0 <= p <= 65535:
-                raise ConfigError(f"invalid {name}: {v!r}")
-            return p
+            return _server_port(pick(name), name, default)
 
         c = cls()
         c.tcp_port = port("SERVER_PORT", 5075)
@@ -344,16 +348,7 @@ class CAServerConfig:
             return None
 
         def port(*names: str, default: int) -> int:
-            v = pick(*names)
-            if v is None:
-                return default
-            try:
-                p = int(v)
-            except ValueError:
-                raise ConfigError(f"invalid {names[0]}: {v!r}") from None
-            if not 0 <= p <= 65535:
-                raise ConfigError(f"invalid {names[0]}: {v!r}")
-            return p
+            return _server_port(pick(*names), names[0], default)
 
         def seconds(*names: str, default: float) -> float:
             v = pick(*names)
