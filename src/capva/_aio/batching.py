@@ -18,11 +18,20 @@ __all__ = ["BatchedProtocol"]
 
 #: pieces at least this big are written on their own, without a join copy
 BIG_PIECE = 65536
+#: receive buffer: starts small (idle connections cost little) and doubles, up to the
+#: largest, whenever one read fills it (a big array arriving)
+RX_FIRST = 16384
+RX_LARGEST = 262144
 
 
-class BatchedProtocol(asyncio.Protocol):
+class BatchedProtocol(asyncio.BufferedProtocol):
     """Base of a server connection: ``write_parts`` queues, ``flush`` sends, and
-    ``call_in_loop`` runs a callable in the connection's loop from any thread."""
+    ``call_in_loop`` runs a callable in the connection's loop from any thread.
+
+    Reads land in a buffer of the connection's own (:class:`asyncio.BufferedProtocol`):
+    a plain Protocol gets a fresh 256 KiB bytes object per read, which glibc maps and
+    unmaps each time (three system calls and a page fault per request; 7-10 µs of a
+    sequential get).  :meth:`data_received` is still the entry point for bytes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
         self.loop = loop
@@ -31,6 +40,17 @@ class BatchedProtocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.closed = False
         self._thread = thread_id
+        self._rx = memoryview(bytearray(RX_FIRST))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rx
+
+    def buffer_updated(self, nbytes: int) -> None:
+        rx = self._rx
+        if nbytes == len(rx) and nbytes < RX_LARGEST:
+            self._rx = memoryview(bytearray(2 * nbytes))
+        with rx[:nbytes] as data:
+            self.data_received(data)  # type: ignore[arg-type]
 
     def call_in_loop(self, fn: Callable, *args: Any) -> None:
         if threading.get_ident() == self._thread:
@@ -48,6 +68,19 @@ class BatchedProtocol(asyncio.Protocol):
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
+
+    def data_received(self, data: bytes) -> None:
+        """Handle ``data`` (:meth:`handle_data`); what it queued leaves at the end of the
+        call, not one loop iteration (an extra ``epoll_wait`` and a Handle) later."""
+        self.flush_scheduled = True  # write_parts during the call schedules nothing
+        try:
+            self.handle_data(data)
+        finally:
+            self.flush()
+
+    def handle_data(self, data: bytes) -> None:
+        """Parse and act on received bytes (replies via :meth:`write_parts`)."""
+        raise NotImplementedError
 
     def flush(self) -> None:
         self.flush_scheduled = False

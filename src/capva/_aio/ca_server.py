@@ -441,7 +441,7 @@ class _Circuit(BatchedProtocol):
             if self.subs.get(sub.subid) is sub:
                 sub.release()
 
-    def data_received(self, data: bytes) -> None:
+    def handle_data(self, data: bytes) -> None:
         if self.closed:
             return
         try:
@@ -461,8 +461,6 @@ class _Circuit(BatchedProtocol):
             except Exception:
                 _log.exception("%s: error handling CA %s; closing the circuit", self.peer, raw.name)
                 self.abort()
-        if self.out:
-            self.flush()
 
     def protocol_error(self, text: str) -> None:
         _log.warning("%s: CA protocol error, closing the circuit: %s", self.peer, text)

@@ -474,7 +474,7 @@ class _Conn(BatchedProtocol):
             if isinstance(op, _MonOp):
                 op.drain()
 
-    def data_received(self, data: bytes) -> None:
+    def handle_data(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
         try:
             frames = self.reader.feed(data)
@@ -487,8 +487,6 @@ class _Conn(BatchedProtocol):
             if self.closed:
                 return
             self._handle_safe(fr)
-        if self.out:
-            self.flush()  # replies leave now, not one loop iteration (an epoll_wait) later
 
     def _handle_safe(self, fr: F.Frame) -> None:
         try:
