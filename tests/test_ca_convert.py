@@ -326,3 +326,15 @@ def test_long_strings() -> None:
 def test_format_value() -> None:
     assert cv.format_value("abc", STRING) == "abc"
     assert cv.format_value(np.int16(-5), SHORT) == "-5"
+
+
+def test_read_payload_as_buffer_equals_bytes() -> None:
+    """The server's one-pass path (numbers read as a DOUBLE type) gives the same payload."""
+    values = np.linspace(-5, 5, 9000)
+    meta = dbr.Metadata(seconds=12, units="V", precision=3)
+    for t in (dbr.DOUBLE, dbr.TIME_DOUBLE, dbr.CTRL_DOUBLE):
+        for count in (0, 10, 9000, 12000):
+            a = cv.read_payload(t, count, dbr.DOUBLE, values, meta)
+            b = cv.read_payload(t, count, dbr.DOUBLE, values, meta, as_buffer=True)
+            assert a[1:] == b[1:]
+            assert bytes(b[0])[: len(a[0])] == a[0] and not any(bytes(b[0])[len(a[0]) :])

@@ -440,3 +440,35 @@ def test_timestamps() -> None:
 @given(st.integers(0, 0xFFFFFFFF), st.integers(0, 999_999_999))
 def test_timestamp_ns_round_trip(sec: int, ns: int) -> None:
     assert dbr.posix_ns_to_epics(dbr.epics_to_posix_ns(sec, ns)) == (sec, ns)
+
+
+# -- one-pass encoding of big double arrays (the server's as_buffer path) ------------------------
+
+_DOUBLE_FAMILY = [t for t in range(dbr.LAST_TYPE + 1) if DBR[t].native == dbr.DOUBLE]
+
+
+@pytest.mark.parametrize("type_id", _DOUBLE_FAMILY)
+@pytest.mark.parametrize("dtype", ["f8", "f4", "i4", "u2", "i1"])
+@pytest.mark.parametrize("count", [None, 3, 5000, 20000])
+def test_as_buffer_equals_plain_encoding(type_id: int, dtype: str, count: int | None) -> None:
+    """The single-pass buffer holds exactly the bytes of the ordinary encoding (cut or
+    zero-filled to the count), then zero padding to a multiple of 8."""
+    values = (np.arange(10000) % 120 - 7).astype(dtype)
+    meta = Metadata(status=3, severity=2, seconds=7, nanoseconds=9, units="mm", precision=4)
+    plain = dbr.encode(type_id, values, meta, count=count)
+    buf = dbr.encode(type_id, values, meta, count=count, as_buffer=True)
+    assert isinstance(buf, memoryview) and buf.readonly
+    assert len(buf) % 8 == 0 and len(buf) - len(plain) < 8
+    data = bytes(buf)
+    assert data[: len(plain)] == plain
+    assert not any(data[len(plain) :])
+
+
+def test_as_buffer_small_or_other_types_stay_bytes() -> None:
+    """Below the threshold, and for other natives, ``as_buffer`` changes nothing."""
+    small = np.arange(10.0)
+    assert dbr.encode(dbr.TIME_DOUBLE, small, as_buffer=True) == dbr.encode(dbr.TIME_DOUBLE, small)
+    assert isinstance(dbr.encode(dbr.TIME_DOUBLE, small, as_buffer=True), bytes)
+    big = np.arange(10000.0)
+    out = dbr.encode(dbr.TIME_FLOAT, big, as_buffer=True)
+    assert isinstance(out, bytes) and out == dbr.encode(dbr.TIME_FLOAT, big)

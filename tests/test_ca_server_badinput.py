@@ -281,6 +281,28 @@ def test_good_requests_after_errors_on_same_circuit(h):
         assert r.read(sid, LONG, 1).values()[0].tolist() == [77]
 
 
+def test_repeated_reads_follow_posts_and_errors(h):
+    """Lone READ_NOTIFYs (the server answers a repeated one from its encode cache) always
+    carry the current value, with or without a subscription on the same view; a bad count
+    or an unknown SID after cached reads still gets the general path's answer."""
+    r, sid = _open(h)
+    with r:
+        for i in range(3):
+            n = next(h.n) + 5000
+            h.pv.post(n)
+            for _ in range(3):
+                assert r.read(sid, LONG, 1, ioid=100 + i).values()[0].tolist() == [n]
+        # a count beyond the channel's: ECA_BADCOUNT as an ERROR, circuit kept
+        r.send(ReadNotifyRequest(LONG, 5, sid, 300))
+        m, _ = r.recv_until(lambda m: isinstance(m, ErrorResponse))
+        assert m is not None and m.status == 176
+        assert r.read(sid, LONG, 1, ioid=301).values()[0].tolist() == [n]
+        # an unknown SID: ERROR and close, whatever was cached before
+        r.send(ReadNotifyRequest(LONG, 1, sid + 1000, 302))
+        assert r.closed()
+    h.check_healthy()
+
+
 # --------------------------------------------------------------------------- oversize
 
 

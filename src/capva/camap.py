@@ -987,8 +987,20 @@ def ca_put_to_value(
         dbr = CAType(int(dbr_type))
     except ValueError:
         raise CABadType(f"DBR type {dbr_type!r} cannot be written (plain types 0..6 only)") from None
-    what = f"CA put ({dbr.name}) to {kind.code if kind.code != 'enum' else 'enum'} value"
     is_text = dbr == CAType.STRING
+    if (
+        kind.code == "d"
+        and not kind.array
+        and not is_text
+        and isinstance(values, np.ndarray)
+        and values.dtype.kind in "fiu"
+        and values.size
+    ):
+        # the commonest write, a number to a double scalar: every CA number fits exactly
+        V = Value(T)
+        V["value"] = float(values.flat[0])
+        return V
+    what = f"CA put ({dbr.name}) to {kind.code if kind.code != 'enum' else 'enum'} value"
     if is_text:
         items: Any = _texts(values)
         n = len(items)

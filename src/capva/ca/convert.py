@@ -451,6 +451,7 @@ def read_payload(
     precision: int = DEFAULT_PRECISION,
     readable: bool = True,
     class_name: str = "",
+    as_buffer: bool = False,
 ) -> tuple[bytes, int, int]:
     """A READ_NOTIFY reply / monitor update: ``(DBR payload, element count, ECA status)``.
 
@@ -459,6 +460,7 @@ def read_payload(
     rules (§3.6), the conversions (§3.4) and RSRV's failure forms: a full-size zeroed
     payload with ECA_NORDACCESS (no read access) or ECA_GETFAIL (conversion failed, or a
     read of PUT_ACKT/PUT_ACKS).  CLASS_NAME sends ``class_name`` (the record type).
+    ``as_buffer``: see :func:`capva.ca.dbr.encode`.
 
     >>> from capva.ca.dbr import TIME_DOUBLE
     >>> payload, n, status = read_payload(TIME_DOUBLE, 0, DOUBLE, [3.25], Metadata(seconds=1))
@@ -479,6 +481,9 @@ def read_payload(
     meta = read_metadata(requested_type, native, metadata)
     if requested_type == _dbr.CLASS_NAME:
         return _dbr.encode(requested_type, [class_name], count=count), count, ECA_NORMAL
+    if as_buffer and native != STRING and info.native == DOUBLE and isinstance(items, np.ndarray):
+        # numbers to DOUBLE: encode's own cast is the whole conversion (no intermediate copy)
+        return _dbr.encode(requested_type, items, meta, count=count, as_buffer=True), count, ECA_NORMAL
     try:
         out = convert(
             fit_count(items, count, native) if count < len(items) else items,

@@ -505,7 +505,7 @@ def cast_array(arr: Any, native: int) -> np.ndarray:
             "(convert strings with capva.ca.convert)"
         )
     if native == DOUBLE or (native == FLOAT and a.dtype.itemsize <= 4 and kind == "f"):
-        return a.astype(wire)
+        return a.astype(wire, copy=False)  # already wire data (converted once): no copy
     with np.errstate(invalid="ignore", over="ignore"):
         if native == FLOAT:
             d = a.astype(np.float64)
@@ -570,6 +570,13 @@ def encode_values(native: int, values: Any, count: int | None = None, *, compact
     missing ones zero-filled (§3.6).  ``compact`` (STRING with one element only): send
     strlen+1 bytes instead of 40, as libca does for a single-string write (§3.4).
     """
+    body = _values_buffer(native, values, count, compact)
+    return body if isinstance(body, bytes) else body.tobytes()
+
+
+def _values_buffer(native: int, values: Any, count: int | None, compact: bool) -> bytes | np.ndarray:
+    """:func:`encode_values` as bytes (strings) or a contiguous wire-dtype array (numbers),
+    so that :func:`encode` copies an array once, into the message, and not three times."""
     if native == STRING:
         items = _as_string_list(values)
         if count is not None:
@@ -587,7 +594,7 @@ def encode_values(native: int, values: Any, count: int | None = None, *, compact
             filled = np.zeros(count, arr.dtype)  # (np.concatenate would drop the byte order)
             filled[: arr.size] = arr
             arr = filled
-    return arr.tobytes()
+    return np.ascontiguousarray(arr)
 
 
 def _slot_text(raw: bytes) -> str:
@@ -689,6 +696,7 @@ def encode(
     *,
     count: int | None = None,
     compact: bool = False,
+    as_buffer: bool = False,
 ) -> bytes:
     """One DBR payload (unpadded): metadata block + ``count`` value elements.
 
@@ -696,6 +704,12 @@ def encode(
     element count of the reply (values are truncated or zero-filled to it, §3.6); default
     the number of values.  ``metadata`` may be None for types that carry none (or to send
     zeros).  ``compact``: see :func:`encode_values`.
+
+    ``as_buffer`` (for senders of big arrays): a DOUBLE-family payload of a large numeric
+    array may come back as a read-only ``memoryview`` (bytes-like: ``len``, ``bytes()``,
+    ``b"".join`` work; ``+`` does not) already zero-padded to a multiple of 8, built in
+    one pass: the byte swap writes straight into the message (1M doubles: 0.35 ms instead
+    of 1.6 ms and three copies).
 
     Raises ValueError for an unknown type id or values that are not of the type's kind.
 
@@ -705,14 +719,44 @@ def encode(
     if not isinstance(type_id, (int, np.integer)) or not 0 <= type_id <= LAST_TYPE:
         raise ValueError(f"invalid DBR type {type_id!r} (valid: 0..{LAST_TYPE})")
     info = DBR[type_id]
-    body = encode_values(info.native, values, count, compact=compact)
-    if info.meta_struct is None:
-        return body
-    try:
-        head = info.meta_struct.pack(*_meta_tuple(info, metadata if metadata is not None else Metadata()))
-    except (struct.error, OverflowError, TypeError) as exc:
-        raise ValueError(f"metadata does not fit {info.name}: {exc}") from None
-    return head + body
+    head = b""
+    if info.meta_struct is not None:
+        try:
+            head = info.meta_struct.pack(*_meta_tuple(info, metadata if metadata is not None else Metadata()))
+        except (struct.error, OverflowError, TypeError) as exc:
+            raise ValueError(f"metadata does not fit {info.name}: {exc}") from None
+    if (
+        as_buffer
+        and info.native == DOUBLE
+        and isinstance(values, np.ndarray)
+        and values.size >= _ONE_PASS_MIN
+        and values.dtype.kind in "biuf"
+    ):
+        return _one_pass_doubles(head, values.ravel(), values.size if count is None else count)
+    body = _values_buffer(info.native, values, count, compact)
+    if not head:
+        return body if isinstance(body, bytes) else body.tobytes()
+    # an array body is read through its buffer: one copy
+    return b"".join((head, body if isinstance(body, bytes) else body.data))
+
+
+#: arrays from this many elements take :func:`_one_pass_doubles` when asked to
+_ONE_PASS_MIN = 4096
+
+
+def _one_pass_doubles(head: bytes, arr: np.ndarray, count: int) -> Any:
+    """``head`` + ``count`` big-endian doubles from ``arr`` (cut or zero-filled) + padding
+    to 8, converted straight into one buffer; a read-only memoryview of it."""
+    h = len(head)
+    size = h + 8 * count
+    out = np.empty(size + (-size & 7), np.uint8)
+    out[:h] = np.frombuffer(head, np.uint8)
+    k = min(count, arr.size)
+    body = out[h:size].view(">f8")
+    body[:k] = arr[:k]  # the cast and the byte swap in one pass
+    body[k:] = 0
+    out[size:] = 0
+    return out.data.toreadonly()
 
 
 def decode(type_id: int, data: bytes | bytearray | memoryview, count: int) -> tuple[Values, Metadata | None]:
