@@ -303,6 +303,22 @@ def test_repeated_reads_follow_posts_and_errors(h):
     h.check_healthy()
 
 
+def test_long_batch_replies_in_order(h):
+    """1000 reads in one write (the server sends the replies of such a long batch in several
+    writes): every reply arrives, in request order."""
+    r, sid = _open(h)
+    with r:
+        r.sock.sendall(b"".join(ReadNotifyRequest(LONG, 1, sid, 1000 + i).encode() for i in range(1000)))
+        got = []
+        while len(got) < 1000:
+            m = r.recv()
+            assert m is not None, f"circuit closed after {len(got)} replies"
+            if isinstance(m, ReadNotifyResponse):
+                got.append(m.ioid)
+        assert got == list(range(1000, 2000))
+    h.check_healthy()
+
+
 # --------------------------------------------------------------------------- oversize
 
 

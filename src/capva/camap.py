@@ -253,6 +253,11 @@ def _is_enum_struct(t: Type) -> bool:
     return idx.code in "bBhHiIlL" and len(idx.code) == 1 and ch.code == "as"
 
 
+#: ca_view_type by id(Type): (the Type, its kind); Types are immutable, and a search or a
+#: channel creation asks for the same few Types over and over
+_KIND_MEMO: dict[int, tuple[Type, CAKind | None]] = {}
+
+
 def ca_view_type(T: Type) -> CAKind | None:
     """What CA can make of a PV of Type ``T``: its :class:`CAKind`, or None if CA cannot carry it.
 
@@ -263,6 +268,17 @@ def ca_view_type(T: Type) -> CAKind | None:
     arrays as ``value`` (NTNDArray, NTTable, NTMultiChannel ...) and Types without ``value`` give
     None: such PVs are not found by CA searches (design.md §2, last row).
     """
+    hit = _KIND_MEMO.get(id(T))
+    if hit is not None and hit[0] is T:
+        return hit[1]
+    kind = _ca_view_type(T)
+    if len(_KIND_MEMO) >= 4096:
+        _KIND_MEMO.clear()
+    _KIND_MEMO[id(T)] = (T, kind)
+    return kind
+
+
+def _ca_view_type(T: Type) -> CAKind | None:
     if not isinstance(T, Type) or T.code != "S":
         return None
     v = T._lookup("value")

@@ -21,6 +21,9 @@ BIG_PIECE = 65536
 #: receive buffer: starts small (idle connections cost little) and doubles, up to the
 #: largest, whenever one read fills it (a big array arriving)
 RX_FIRST = 16384
+#: queued pieces that make a batch long enough to send before its end (about 4 KB of
+#: small replies)
+FLUSH_PIECES = 256
 RX_LARGEST = 262144
 
 
@@ -65,7 +68,12 @@ class BatchedProtocol(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.out.extend(parts)
-        if not self.flush_scheduled:
+        if len(self.out) >= FLUSH_PIECES:
+            # a long batch (a client's 1000 requests in one read): let the first replies go
+            # while the rest are worked on, so the client's processing overlaps ours
+            self.flush()
+            self.flush_scheduled = True  # (a flush still follows at the end of the batch)
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 

@@ -46,6 +46,7 @@ from ..ca import status as _status
 from ..ca.constants import (
     ACCESS_READ,
     ACCESS_READ_WRITE,
+    ACCESS_RIGHTS,
     ANY_ADDRESS,
     CLEAR_CHANNEL,
     CLIENT_NAME,
@@ -72,6 +73,7 @@ from ..ca.constants import (
 from ..ca.convert import read_payload
 from ..ca.errors import CADecodeError
 from ..ca.framing import (
+    _HDR_PACK,
     _HDR_UNPACK,
     CAMessageReader,
     RawMessage,
@@ -134,8 +136,9 @@ def encode_update(
     text of the value: precision, enum choices, the long string); everything else goes
     through RSRV's conversions (:func:`capva.ca.convert.read_payload`)."""
     info = D.DBR[data_type]
-    # ACKT: transient alarms need acknowledging, an IOC record's default (YES)
-    meta = D.Metadata(**snap.metadata_fields(), ackt=1)
+    # ACKT: transient alarms need acknowledging, an IOC record's default (YES); plain
+    # types carry no metadata at all (the commonest read: skip building it)
+    meta = None if info.meta_struct is None else D.Metadata(**snap.metadata_fields(), ackt=1)
     if info.native == _STRING and data_type not in (D.PUT_ACKT, D.PUT_ACKS, D.CLASS_NAME):
         return read_payload(data_type, count, _STRING, camap.value_strings(snap), meta)
     return read_payload(
@@ -607,21 +610,27 @@ class _Circuit(BatchedProtocol):
             return
         if kind.array and kind.max_count is None and pv.max_length is not None:
             kind = replace(kind, max_count=pv.max_length)
-        V = pv._value_copy()
+        with pv._lock:  # (the count is all we need of the Value: no copy)
+            V = pv._V
+            count = 0 if V is None else camap.native_count(kind, V)
         if V is None:
             self.send_command(C.create_chan_failure(self.state.client_minor, raw))
             return
-        count = camap.native_count(kind, V)
         view = _view_for(pv, kind, self.loop)
         sid = self.server.next_sid()
         ch = _Chan(self, sid, raw.parameter1, name, pv, view, count)
         ch.access = ACCESS_READ_WRITE if pv._writable() else ACCESS_READ
         self.chans[sid] = ch
         self.state.channel_created()
-        for msg in C.create_chan_replies(
-            self.state.client_minor, ch.cid, sid, int(kind.native), count, ch.access
-        ):
-            self.send_command(msg)
+        minor = self.state.client_minor
+        if minor >= 9 and count < 0xFFFF:  # every modern client: the two headers directly
+            self.write_parts(
+                _HDR_PACK(ACCESS_RIGHTS, 0, 0, 0, ch.cid, ch.access),
+                _HDR_PACK(CREATE_CHAN, 0, int(kind.native), count, ch.cid, sid),
+            )
+        else:
+            for msg in C.create_chan_replies(minor, ch.cid, sid, int(kind.native), count, ch.access):
+                self.send_command(msg)
         pv._attach(ch)
 
     def check(self, cmd: C.Command, ch: _Chan | None, **kws: Any) -> Verdict:
