@@ -18,12 +18,12 @@ __all__ = ["BatchedProtocol"]
 
 #: pieces at least this big are written on their own, without a join copy
 BIG_PIECE = 65536
-#: receive buffer: starts small (idle connections cost little) and doubles, up to the
-#: largest, whenever one read fills it (a big array arriving)
-RX_FIRST = 16384
 #: queued pieces that make a batch long enough to send before its end (about 4 KB of
 #: small replies)
 FLUSH_PIECES = 256
+#: receive buffer: starts small (idle connections cost little) and doubles, up to the
+#: largest, whenever one read fills it (a big array arriving)
+RX_FIRST = 16384
 RX_LARGEST = 262144
 
 
