@@ -122,6 +122,7 @@ def h():
     big = SharedPV(nt=NTScalar("ad"), initial=np.zeros(10_000))
     with Server(providers=[{PV: pv, PV + "big": big}], isolate=True) as S:
         H = Harness(S, pv)
+        H.big_pv = big
         try:
             H.check_healthy()
             yield H
@@ -316,6 +317,51 @@ def test_long_batch_replies_in_order(h):
             if isinstance(m, ReadNotifyResponse):
                 got.append(m.ioid)
         assert got == list(range(1000, 2000))
+    h.check_healthy()
+
+
+def test_put_completions_between_big_updates(h):
+    """Put completions written by the handler's thread (without waking the loop) while big
+    monitor updates (80 kB, more than the kernel takes at once) are queued on the same
+    circuit: every completion arrives once, with its ioid, and every update is whole."""
+    import threading
+
+    r, sid = _open(h)
+    with r:
+        bsid, _, _ = r.create(PV + "big", cid=4)
+        r.send(EventAddRequest(DOUBLE, 0, bsid, 42))
+        m, _ = r.recv_until(lambda m: isinstance(m, EventAddResponse) and m.subscription_id == 42)
+        assert m is not None
+        arrays = [np.full(10_000, float(k)) for k in range(1, 4)]
+        stop = threading.Event()
+
+        def poster():
+            for k in range(300):
+                if stop.is_set():
+                    return
+                h.big_pv.post(arrays[k % 3])
+
+        t = threading.Thread(target=poster)
+        t.start()
+        try:
+            ioids = list(range(500, 700))
+            r.send(*(WriteNotifyRequest.from_values(LONG, [i], sid=sid, ioid=i) for i in ioids))
+            done: list[int] = []
+            updates = 0
+            while len(done) < len(ioids):
+                m = r.recv(timeout=T)
+                assert m is not None, f"circuit closed after {len(done)} completions"
+                if isinstance(m, WriteNotifyResponse):
+                    assert m.status == ECA_NORMAL
+                    done.append(m.ioid)
+                elif isinstance(m, EventAddResponse) and m.subscription_id == 42:
+                    v = m.values()[0]
+                    assert len(v) == 10_000 and (v == v[0]).all() and v[0] in (0.0, 1.0, 2.0, 3.0)
+                    updates += 1
+            assert sorted(done) == ioids
+        finally:
+            stop.set()
+            t.join(T)
     h.check_healthy()
 
 

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .sockconn import SocketTransport
+
 __all__ = ["BatchedProtocol"]
 
 #: pieces at least this big are written on their own, without a join copy
@@ -64,6 +66,16 @@ class BatchedProtocol(asyncio.BufferedProtocol):
             except RuntimeError:
                 pass  # loop closed: server stopped
 
+    def send_from_thread(self, data: bytes) -> bool:
+        """(a thread other than the loop's) Send ``data`` now, without waking the loop, when
+        nothing is queued before it; False: not sent, write it from the loop.  Only for a
+        reply whose order against the other replies of this connection does not matter
+        (a put's completion)."""
+        t = self.transport
+        if self.out or self.closed or type(t) is not SocketTransport:
+            return False
+        return t.send_now(data)
+
     def write_parts(self, *parts: bytes) -> None:
         if self.closed:
             return
@@ -96,6 +108,14 @@ class BatchedProtocol(asyncio.BufferedProtocol):
         if not out or self.transport is None or self.closed:
             return
         t = self.transport
+        if type(t) is SocketTransport:
+            with t.write_lock:  # a message split over writes stays whole (send_from_thread)
+                self._write_out(t, out)
+        else:
+            self._write_out(t, out)
+
+    @staticmethod
+    def _write_out(t: asyncio.Transport, out: list) -> None:
         small: list = []
         for p in out:
             if len(p) >= BIG_PIECE:

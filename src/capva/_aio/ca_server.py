@@ -86,6 +86,7 @@ from ..ca.status import ECA_BADCOUNT, ECA_BADTYPE, ECA_INTERNAL, ECA_NORMAL, ECA
 from ..pva.value import Value
 from .batching import BatchedProtocol
 from .config import CAServerConfig
+from .sockconn import Listener, serve_tcp
 from .udp import _RateLimitedLog, _set_reuse, beacon_destinations, ipv4_interfaces
 
 _log = logging.getLogger("capva.server.ca")
@@ -349,7 +350,23 @@ class _PutOp:
         return _roles(self.conn.state.user_name)
 
     def complete(self, value: Value | None, error: str | None) -> None:
-        self.conn.call_in_loop(self._complete, error)
+        conn = self.conn
+        if error is None and not self.done and threading.get_ident() != conn._thread:
+            # a put handler's thread: a success needs no loop turn (W3: puts with completion)
+            raw = self.raw
+            if not self.notify:
+                self._finished()
+                return
+            if raw.data_count < 0xFFFF and conn.send_from_thread(
+                _HDR_PACK(WRITE_NOTIFY, 0, raw.data_type, raw.data_count, ECA_NORMAL, raw.parameter2)
+            ):
+                self._finished()
+                return
+        conn.call_in_loop(self._complete, error)
+
+    def _finished(self) -> None:
+        self.done = True
+        self.conn.puts.discard(self)
 
     def _complete(self, error: str | None) -> None:
         conn = self.conn
@@ -920,7 +937,7 @@ class CAServer:
         self.loop = loop
         self.thread_id = 0
         self.circuits: set[_Circuit] = set()
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[Listener | asyncio.Server] = []
         self.udp: list[tuple[asyncio.DatagramTransport, _Udp]] = []
         self.tcp_port = 0
         self.udp_port = 0
@@ -963,16 +980,14 @@ class CAServer:
         tcp_port = port
         for i, host in enumerate(cfg.interfaces):
             try:
-                srv = await self.loop.create_server(
-                    lambda: _Circuit(self), host, tcp_port, reuse_address=True
-                )
+                srv = await serve_tcp(self.loop, lambda: _Circuit(self), host, tcp_port)
             except OSError as e:
                 if e.errno != errno.EADDRINUSE or i > 0 or port == 0:
                     raise
                 # RSRV: another server has the TCP port; take an ephemeral one, advertised in
                 # search replies and beacons, and share the UDP port
                 _log.warning("CA TCP port %d on %s is in use; using a random port", port, host)
-                srv = await self.loop.create_server(lambda: _Circuit(self), host, 0, reuse_address=True)
+                srv = await serve_tcp(self.loop, lambda: _Circuit(self), host, 0)
             self.listeners.append(srv)
             if i == 0:
                 tcp_port = srv.sockets[0].getsockname()[1]

@@ -45,6 +45,7 @@ from ..pva.pvrequest import RequestError, option_bool, option_int, request_mask,
 from ..pva.value import Value
 from .batching import BatchedProtocol
 from .config import ServerConfig
+from .sockconn import Listener, serve_tcp
 
 _log = logging.getLogger("capva.server")
 
@@ -749,7 +750,7 @@ class PVAServer:
         self.thread_id = 0
         self.guid = os.urandom(12)
         self.conns: set[_Conn] = set()
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[Listener | asyncio.Server] = []
         self.tcp_port = 0
         self.udp: Any = None
         self.timeout = config.timeout
@@ -766,13 +767,13 @@ class PVAServer:
         port = cfg.tcp_port
         for i, host in enumerate(cfg.interfaces):
             try:
-                srv = await self.loop.create_server(lambda: _Conn(self), host, port, reuse_address=True)
+                srv = await serve_tcp(self.loop, lambda: _Conn(self), host, port)
             except OSError as e:
                 if e.errno != errno.EADDRINUSE or i > 0 or port == 0:
                     await self.close()
                     raise
                 _log.warning("TCP port %d on %s is in use; using a random port", port, host)
-                srv = await self.loop.create_server(lambda: _Conn(self), host, 0, reuse_address=True)
+                srv = await serve_tcp(self.loop, lambda: _Conn(self), host, 0)
             self.listeners.append(srv)
             if port == 0 or i == 0:
                 port = srv.sockets[0].getsockname()[1]
