@@ -272,3 +272,80 @@ def test_unreasonable_names_are_not_searched() -> None:
         + C.SearchRequest("ok", 2).encode()
     )
     assert [s.name for s in server_datagram(dg)[1]] == ["ok"]
+
+
+# -- the plain search datagram fast path -------------------------------------------------------
+
+
+def _general(data: bytes, port: int, found) -> tuple[object, bytes]:
+    """The general reading of a search datagram and the reply to it."""
+    from capva.ca.constants import ANY_ADDRESS, MINOR_VERSION
+    from capva.ca.errors import CADecodeError
+    from capva.ca.state import search_reply_datagram, server_datagram
+
+    try:
+        msgs = split_datagram(data)
+    except CADecodeError:
+        return None, b""
+    version, searches = server_datagram(msgs)
+    if version is None or not searches:
+        return None, b""
+    reading = (version.version, version.sequence, [(s.name, s.cid) for s in searches])
+    replies = [C.SearchResponse(port, s.cid, ANY_ADDRESS, MINOR_VERSION) for s in searches if found(s.name)]
+    return reading, search_reply_datagram(version, replies)
+
+
+def _plain_cases():
+    import random
+
+    rnd = random.Random(5)
+    names = ["a", "bench:many:00001", "x" * 39, "é:ü", "y" * 40, "z" * 500, "q" * 501, ""]
+    for minor in (3, 4, 10, 11, 13):
+        for k in range(0, 5):
+            picked = [rnd.choice(names) for _ in range(k)]
+            yield C.VersionRequest.udp(rnd.randrange(1 << 32), minor).encode() + b"".join(
+                C.SearchRequest(n, cid=rnd.randrange(1 << 32), version=minor).encode() for n in picked if n
+            )
+    base = C.VersionRequest.udp(7).encode() + C.SearchRequest("ok", cid=3).encode()
+    yield base
+    yield base[:-1]  # truncated
+    yield base + b"\0" * 8  # trailing junk
+    yield base + C.EchoRequest().encode() if hasattr(C, "EchoRequest") else base
+    yield base[16:]  # no VERSION
+    yield base[:16] + base[:16] + base[16:]  # two VERSIONs
+    unterminated = bytearray(base)
+    unterminated[-8:] = b"abcdefgh"
+    yield bytes(unterminated)
+    for _ in range(200):
+        b = bytearray(base * rnd.randrange(1, 4))
+        for _ in range(rnd.randrange(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        yield bytes(b)
+
+
+@pytest.mark.parametrize("data", list(_plain_cases()))
+def test_plain_search_datagram_agrees_with_general_path(data):
+    """Whenever the fast reading accepts a datagram, it reads it as split_datagram +
+    server_datagram do, and its reply has the same bytes; otherwise it declines."""
+    from capva.ca.state import plain_search_datagram, plain_search_reply
+
+    def found(name: str) -> bool:
+        return len(name) % 2 == 0
+
+    plain = plain_search_datagram(data)
+    if plain is None:
+        return
+    reading, reply = _general(data, 5064, found)
+    assert plain == reading
+    minor, seq, names = plain
+    assert plain_search_reply(minor, seq, 5064, [cid for n, cid in names if found(n)]) == reply
+
+
+def test_plain_search_datagram_takes_what_libca_sends():
+    from capva.ca.state import plain_search_datagram
+
+    data = C.VersionRequest.udp(9, 13).encode() + b"".join(
+        C.SearchRequest(f"bench:many:{i:05d}", cid=i, version=13).encode() for i in range(25)
+    )
+    got = plain_search_datagram(data)
+    assert got == (13, 9, [(f"bench:many:{i:05d}", i) for i in range(25)])

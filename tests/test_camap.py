@@ -1132,3 +1132,41 @@ def test_metadata_fields_for_a_dbr_encoder():
     assert m["seconds"] == 7 and m["nanoseconds"] == 9 and m["units"] == b"V" and m["precision"] == 0
     assert set(m) >= {"status", "severity", "upper_ctrl_limit", "lower_alarm_limit", "enum_strings"}
     assert snap(NTScalar("d").wrap(1.0)).metadata_fields()["precision"] == 0  # undeclared
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NTScalar("d").wrap(1.5),
+        lambda: NTScalar("i", display=True, control=True, valueAlarm=True).wrap(3),
+        lambda: NTScalar("ad", display=True).wrap([1.0, 2.0]),
+        lambda: Value(Type([("value", "d")]), {"value": 2.0}),
+        # odd layouts: a structure where a scalar is expected, a string limit, a missing
+        # sub-field
+        lambda: Value(
+            Type(
+                [
+                    ("value", "d"),
+                    ("alarm", ("S", None, [("severity", "i")])),
+                    ("display", ("S", None, [("units", ("S", None, [("x", "i")])), ("limitHigh", "s")])),
+                ]
+            ),
+            {"value": 1.0, "alarm": {"severity": 2}, "display": {"limitHigh": "high"}},
+        ),
+    ],
+)
+def test_meta_fields_read_as_value_get(make):
+    """The snapshot's direct storage reads give what ``Value.get`` gives, for every field,
+    in every layout (missing fields: None; non-scalar ones: through ``Value.get``)."""
+    from capva.camap import _META_PATHS, _meta_fields
+
+    V = make()
+    got = _meta_fields(V)
+    want = [V.get(p) for p in _META_PATHS]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if isinstance(w, Value):
+            assert isinstance(g, Value) and g.todict() == w.todict()
+        else:
+            assert g == w and type(g) is type(w)
+    assert _meta_fields(V) == got  # the memoised plan gives the same

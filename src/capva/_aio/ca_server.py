@@ -81,7 +81,16 @@ from ..ca.framing import (
     max_message_size_for,
     split_datagram,
 )
-from ..ca.state import Action, ServerCircuit, Verdict, check_operation, search_reply_datagram, server_datagram
+from ..ca.state import (
+    Action,
+    ServerCircuit,
+    Verdict,
+    check_operation,
+    plain_search_datagram,
+    plain_search_reply,
+    search_reply_datagram,
+    server_datagram,
+)
 from ..ca.status import ECA_BADCOUNT, ECA_BADTYPE, ECA_INTERNAL, ECA_NORMAL, ECA_PUTFAIL, ECA_TOLARGE
 from ..pva.value import Value
 from .batching import BatchedProtocol
@@ -1030,29 +1039,39 @@ class CAServer:
         ignore = self.config.ignore_addrs
         if ignore and any(ip == addr[0] and port in (0, addr[1]) for ip, port in ignore):
             return
-        try:
-            msgs = split_datagram(data)
-        except CADecodeError as e:
-            _rl("bad-datagram", logging.INFO, "malformed CA datagram from %s:%d: %s", addr[0], addr[1], e)
-            return
-        version, searches = server_datagram(msgs)
-        if version is None or not searches:
-            return
-        lookup = self.lookup
-        port = self.tcp_port
-        replies = []
-        for s in searches:
+        plain = plain_search_datagram(data)
+        if plain is not None:  # what libca sends: no message objects
+            minor, sequence, names = plain
+            out = plain_search_reply(
+                minor, sequence, self.tcp_port, [cid for name, cid in names if self.found(name)]
+            )
+        else:
             try:
-                found = lookup(s.name)
-            except Exception:
-                _log.exception("CA search for %r", s.name)
-                found = False
-            if found:
-                replies.append(C.SearchResponse(port, s.cid, ANY_ADDRESS, MINOR_VERSION))
-        out = search_reply_datagram(version, replies)
+                msgs = split_datagram(data)
+            except CADecodeError as e:
+                _rl("bad-datagram", logging.INFO, "malformed CA datagram from %s:%d: %s", addr[0], addr[1], e)
+                return
+            version, searches = server_datagram(msgs)
+            if version is None or not searches:
+                return
+            port = self.tcp_port
+            replies = [
+                C.SearchResponse(port, s.cid, ANY_ADDRESS, MINOR_VERSION)
+                for s in searches
+                if self.found(s.name)
+            ]
+            out = search_reply_datagram(version, replies)
         tr = proto.reply_via.transport
         if out and tr is not None:
             tr.sendto(out, addr)
+
+    def found(self, name: str) -> bool:
+        """Whether a search for ``name`` gets a reply (a failing lookup: no, and a log line)."""
+        try:
+            return bool(self.lookup(name))
+        except Exception:
+            _log.exception("CA search for %r", name)
+            return False
 
     # -- beacons ----------------------------------------------------------------------------
 

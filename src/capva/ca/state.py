@@ -20,6 +20,7 @@ in WRITE keeps the circuit open, as catvs prefers).
 
 from __future__ import annotations
 
+import struct
 from enum import Enum, IntEnum
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ from . import commands as _cmd
 from . import dbr as _dbr
 from .constants import (
     ACCESS_RIGHTS,
+    ANY_ADDRESS,
     CLEAR_CHANNEL,
     CLIENT_NAME,
     CREATE_CH_FAIL,
@@ -41,6 +43,7 @@ from .constants import (
     MAX_CLIENT_NAME_SIZE,
     MAX_PV_NAME_SIZE,
     MINIMUM_SUPPORTED_MINOR,
+    MINOR_VERSION,
     NOT_FOUND,
     PRIORITY_MAX,
     READ,
@@ -49,6 +52,7 @@ from .constants import (
     REPEATER_CONFIRM,
     RSRV_IS_UP,
     SEARCH,
+    SEQUENCE_VALID,
     SERVER_DISCONN,
     VERSION,
     WRITE,
@@ -56,7 +60,7 @@ from .constants import (
     supports,
 )
 from .errors import CADecodeError
-from .framing import RawMessage, decode_cstring
+from .framing import _HDR, _HDR_PACK, RawMessage, decode_cstring
 from .status import (
     ECA_BADCOUNT,
     ECA_BADMASK,
@@ -369,6 +373,58 @@ def server_datagram(
         if len(search.name) <= MAX_PV_NAME_SIZE:  # longer: RSRV's "unreasonable" names
             searches.append(search)
     return version, searches
+
+
+def plain_search_datagram(data: bytes) -> tuple[int, int, list[tuple[str, int]]] | None:
+    """``(client minor, sequence, [(name, cid)])`` of a search datagram of the ordinary shape:
+    one VERSION, then SEARCH requests with 16-byte headers, 8-byte aligned, with names that
+    are NUL-terminated and at most ``MAX_PV_NAME_SIZE`` bytes long; None for anything else.
+
+    Why: that is every datagram libca sends, and a connect of 1000 channels waits for 40 of
+    them in turn; this reads one without building a message object per search (the general
+    :func:`server_datagram` took 5 µs a name).  None means "ask the general path", which
+    gives the same answer for a datagram this one accepts, and handles every corner case.
+    """
+    n = len(data)
+    if n < 16:
+        return None
+    cmd, size, _, minor, seq, _ = _HDR.unpack_from(data, 0)
+    if cmd != VERSION or size or minor < MINIMUM_SUPPORTED_MINOR:
+        return None
+    out = []
+    off = 16
+    while off < n:
+        if n - off < 16:
+            return None
+        cmd, size, _, _, _, cid = _HDR.unpack_from(data, off)
+        off += 16
+        if cmd != SEARCH or size == 0xFFFF or size & 7 or off + size > n:
+            return None
+        end = data.find(b"\0", off, off + size) - off
+        if end <= 0 or end > MAX_PV_NAME_SIZE:
+            return None
+        out.append((data[off : off + end].decode("utf-8", "surrogateescape"), cid))
+        off += size
+    return (minor, seq, out) if out else None
+
+
+_MINOR_PAYLOAD = struct.Struct(">H6x").pack(MINOR_VERSION)
+
+
+def plain_search_reply(minor: int, sequence: int, port: int, cids: list[int]) -> bytes:
+    """:func:`search_reply_datagram` for :func:`plain_search_datagram`'s reading: replies
+    (this server's TCP ``port``, the source address) for ``cids``, in their order."""
+    if not cids:
+        return b""
+    parts = (
+        [_HDR_PACK(VERSION, 0, SEQUENCE_VALID, MINOR_VERSION, sequence, 0)]
+        if supports(minor, "udp_sequence")
+        else []
+    )
+    for cid in cids:
+        parts.append(_HDR_PACK(SEARCH, 8, port, 0, ANY_ADDRESS, cid))
+        parts.append(_MINOR_PAYLOAD)
+    return b"".join(parts)
 
 
 def search_reply_datagram(version: _cmd.VersionRequest, replies: list[_cmd.SearchResponse]) -> bytes:
