@@ -26,6 +26,7 @@ import pytest
 from capva.ca.commands import (
     AccessRightsResponse,
     CreateChanRequest,
+    CreateChanResponse,
     ErrorResponse,
     EventAddRequest,
     EventAddResponse,
@@ -458,6 +459,33 @@ def test_udp_search_without_version_ignored(h):
         msgs = [decode_command(m, from_server=True) for m in split_datagram(data)]
         assert isinstance(msgs[0], VersionResponse) and msgs[0].sequence == 1
         assert [m.cid for m in msgs if isinstance(m, SearchResponse)] == [2]
+
+
+def test_searches_answered_during_channel_creation_once_each(h):
+    """A circuit creating many channels answers waiting search datagrams as it goes (RSRV
+    has a UDP thread of its own): every search still gets exactly one reply, whether the
+    loop's reader or the circuit took the datagram, and every channel is created."""
+    r = h.raw()
+    with r, _udp(h) as u:
+        r.handshake()
+        n = 200
+        for k in range(n):
+            u.sendto(VersionRequest.udp(k).encode() + SearchRequest(PV, cid=k).encode(), ("127.0.0.1", h.udp))
+        r.send(*(CreateChanRequest(PV, 1000 + i) for i in range(n)))
+        created = 0
+        while created < n:
+            m = r.recv(timeout=T)
+            assert m is not None
+            created += isinstance(m, CreateChanResponse)
+        got = []
+        for data in _replies(u, T):
+            got += [
+                m.cid
+                for m in map(lambda x: decode_command(x, from_server=True), split_datagram(data))
+                if isinstance(m, SearchResponse)
+            ]
+        assert sorted(got) == list(range(n))
+    h.check_healthy()
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -37,6 +37,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from .. import camap
@@ -156,6 +157,12 @@ def encode_update(
     )
 
 
+#: the subscriptions and encodings of a view nobody subscribed to or read yet (shared, never
+#: changed: an add or an encoding replaces them with containers of the view's own)
+_NO_SUBS: Any = frozenset()
+_NO_ENC: Any = MappingProxyType({})
+
+
 class CAView:
     """The CA view of one open PV for one :class:`~capva.camap.CAKind` (its native type, or
     the ``NAME.$`` long string): the subscriptions to it, and the latest snapshot.
@@ -174,7 +181,6 @@ class CAView:
         "pending",
         "scheduled",
         "loop",
-        "_wake",
         "enc_snap",
         "enc",
     )
@@ -187,16 +193,19 @@ class CAView:
         #: every field but value and timeStamp: a post touching none of them changes no
         #: alarm or metadata (the fast path of :meth:`posted`)
         self.other = ~(self.vmask | _subtree_mask(T, "timeStamp"))
-        self.subs: set[_Sub] = set()
+        # (the containers are made when first needed: connecting 1000 channels made 7
+        # garbage-collected objects per channel, and the collections that followed cost
+        # several ms of a connect burst)
+        self.subs: set[_Sub] = _NO_SUBS  # (replaced by a set of its own at the first add)
         self.last: camap.CASnapshot | None = None
-        self.pending: list[tuple[camap.CASnapshot, int]] = []
+        self.pending: list[tuple[camap.CASnapshot, int]] | None = None
         self.scheduled = False
         self.loop = loop
-        self._wake = loop.call_soon_threadsafe
         #: (loop only) encoded replies of the snapshot ``enc_snap`` by (DBR type, count):
-        #: every reader and subscriber of the same form shares one encoding
+        #: every reader and subscriber of the same form shares one encoding (a dict of its
+        #: own from the first encoding on: encode_for replaces it, as enc_snap starts None)
         self.enc_snap: camap.CASnapshot | None = None
-        self.enc: dict[tuple[int, int], tuple[bytes, int, int]] = {}
+        self.enc: dict[tuple[int, int], tuple[bytes, int, int]] = _NO_ENC
 
     def snapshot(self) -> camap.CASnapshot | None:
         """The current CA view (None if the PV is closed), computed at most once per post."""
@@ -225,21 +234,24 @@ class CAView:
         self.last = snap
         if not dbe:
             return
-        self.pending.append((snap, dbe))
+        if self.pending is None:
+            self.pending = [(snap, dbe)]
+        else:
+            self.pending.append((snap, dbe))
         if not self.scheduled:
             self.scheduled = True
             try:
-                self._wake(self.deliver)
+                self.loop.call_soon_threadsafe(self.deliver)
             except RuntimeError:  # loop closed: the server is stopping
                 self.scheduled = False
 
     def deliver(self) -> None:
         """(loop) hand the queued updates to the subscriptions."""
         with self.pv._lock:
-            batch, self.pending = self.pending, []
+            batch, self.pending = self.pending, None
             self.scheduled = False
             subs = list(self.subs)
-        for snap, dbe in batch:
+        for snap, dbe in batch or ():
             for sub in subs:
                 if sub.mask & dbe:
                     sub.push(snap)
@@ -252,12 +264,16 @@ class CAView:
                 return None
             if self.last is None:
                 self.last = camap.ca_snapshot(V, self.kind)
-            self.subs.add(sub)
+            if self.subs is _NO_SUBS:
+                self.subs = {sub}
+            else:
+                self.subs.add(sub)
             return self.last
 
     def remove(self, sub: _Sub) -> None:
         with self.pv._lock:
-            self.subs.discard(sub)
+            if sub in self.subs:
+                self.subs.discard(sub)
 
 
 def _view_for(pv: Any, kind: camap.CAKind, loop: asyncio.AbstractEventLoop) -> CAView:
@@ -293,7 +309,7 @@ class _Chan:
         self.view = view
         self.count = count
         self.access = ACCESS_READ
-        self.subs: set[int] = set()
+        self.subs: set[int] | None = None  # subscription ids (made at the first)
 
     def pv_closed(self) -> None:
         """The SharedPV was closed or removed (any thread): disconnect this channel."""
@@ -416,6 +432,7 @@ class _Circuit(BatchedProtocol):
         self.events_on = True
         self.paused = False
         self.peer = "?"
+        self.creates = 0
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -601,6 +618,12 @@ class _Circuit(BatchedProtocol):
     def on_create_chan(self, raw: RawMessage) -> None:
         if raw.payload_size <= 1:
             return  # RSRV ignores an empty name
+        self.creates += 1
+        if not self.creates & 7:
+            # searches first: a client connecting many channels sends its next search
+            # datagram while we create the channels of the last one, and waits for its reply
+            # (RSRV answers UDP in a thread of its own)
+            self.server.drain_udp()
         req = C.CreateChanRequest.from_raw(raw)
         name = req.name
         pv = None
@@ -692,15 +715,20 @@ class _Circuit(BatchedProtocol):
 
     def on_read(self, raw: RawMessage) -> None:
         notify = raw.command == READ_NOTIFY
-        req: C.Command = C.ReadNotifyRequest.from_raw(raw) if notify else C.ReadRequest.from_raw(raw)
         ch = self.chans.get(raw.parameter1)
-        verdict = self.check(req, ch)
-        if verdict.action is not Action.ACCEPT:
-            if verdict.action is Action.REPLY and ch is not None and notify:
-                self.send(READ_NOTIFY, _EMPTY, raw.data_type, raw.data_count, verdict.status, raw.parameter2)
-            else:
-                self.apply(raw, verdict)
-            return
+        if ch is None or not D.is_valid_type(raw.data_type):
+            # what check_operation refuses (a known channel and a valid type it accepts: the
+            # commonest case skips building the request)
+            req: C.Command = C.ReadNotifyRequest.from_raw(raw) if notify else C.ReadRequest.from_raw(raw)
+            verdict = self.check(req, ch)
+            if verdict.action is not Action.ACCEPT:
+                if verdict.action is Action.REPLY and ch is not None and notify:
+                    self.send(
+                        READ_NOTIFY, _EMPTY, raw.data_type, raw.data_count, verdict.status, raw.parameter2
+                    )
+                else:
+                    self.apply(raw, verdict)
+                return
         assert ch is not None
         snap = ch.view.snapshot()
         if snap is None:
@@ -784,11 +812,15 @@ class _Circuit(BatchedProtocol):
         subid = req.subscription_id
         old = self.subs.pop(subid, None)
         if old is not None:  # a reused id replaces the subscription (libca never does this)
-            old.chan.subs.discard(subid)
+            if old.chan.subs:
+                old.chan.subs.discard(subid)
             old.chan.view.remove(old)
         sub = _Sub(self, ch, subid, req.data_type, req.data_count, req.mask & _DBE_ALL)
         self.subs[subid] = sub
-        ch.subs.add(subid)
+        if ch.subs is None:
+            ch.subs = {subid}
+        else:
+            ch.subs.add(subid)
         first = ch.view.add(sub)
         if first is not None:
             sub.push(first)
@@ -808,7 +840,8 @@ class _Circuit(BatchedProtocol):
 
     def drop_sub(self, sub: _Sub) -> None:
         self.subs.pop(sub.subid, None)
-        sub.chan.subs.discard(sub.subid)
+        if sub.chan.subs:
+            sub.chan.subs.discard(sub.subid)
         sub.chan.view.remove(sub)
         self.held.discard(sub)
         sub.latest = None
@@ -837,7 +870,7 @@ class _Circuit(BatchedProtocol):
     def forget_chan(self, ch: _Chan) -> None:
         del self.chans[ch.sid]
         self.state.channel_cleared()
-        for subid in list(ch.subs):
+        for subid in list(ch.subs or ()):
             sub = self.subs.get(subid)
             if sub is not None:
                 self.drop_sub(sub)
@@ -1064,6 +1097,17 @@ class CAServer:
         tr = proto.reply_via.transport
         if out and tr is not None:
             tr.sendto(out, addr)
+
+    def drain_udp(self) -> None:
+        """Answer the search datagrams already waiting on the UDP sockets (a few per socket),
+        ahead of the TCP work in progress."""
+        for _, proto in self.udp:
+            for _ in range(4):
+                try:
+                    data, addr = proto.sock.recvfrom(65536)
+                except OSError:  # BlockingIOError: nothing waiting (others: the reader's turn)
+                    break
+                proto.datagram_received(data, addr)
 
     def found(self, name: str) -> bool:
         """Whether a search for ``name`` gets a reply (a failing lookup: no, and a log line)."""
