@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -268,14 +268,20 @@ def ca_view_type(T: Type) -> CAKind | None:
     arrays as ``value`` (NTNDArray, NTTable, NTMultiChannel ...) and Types without ``value`` give
     None: such PVs are not found by CA searches (design.md §2, last row).
     """
-    hit = _KIND_MEMO.get(id(T))
+    return _per_type(_KIND_MEMO, T, _ca_view_type)
+
+
+def _per_type(memo: dict[int, tuple[Type, Any]], T: Type, make: Callable[[Type], Any]) -> Any:
+    """``make(T)``, memoised in ``memo`` by ``id(T)`` (with ``T`` kept to check it: an id can
+    be reused once a Type is gone); the memo is emptied when it reaches 4096 Types."""
+    hit = memo.get(id(T))
     if hit is not None and hit[0] is T:
         return hit[1]
-    kind = _ca_view_type(T)
-    if len(_KIND_MEMO) >= 4096:
-        _KIND_MEMO.clear()
-    _KIND_MEMO[id(T)] = (T, kind)
-    return kind
+    made = make(T)
+    if len(memo) >= 4096:
+        memo.clear()
+    memo[id(T)] = (T, made)
+    return made
 
 
 def _ca_view_type(T: Type) -> CAKind | None:
@@ -640,10 +646,19 @@ _META_PATHS = (
     "control.limitHigh",
     "control.limitLow",
 )
-#: per Type (by id, with the Type to check it): for each of ``_META_PATHS`` the storage
-#: index of a plain scalar field, -1 for a field the Type lacks, None for one of another
-#: kind (read with ``Value.get``)
-_META_MEMO: dict[int, tuple[Type, tuple[int | None, ...]]] = {}
+#: :func:`_meta_plan` by id(Type)
+_META_MEMO: dict[int, tuple[Type, tuple[int | str | None, ...]]] = {}
+
+
+def _meta_plan(T: Type) -> tuple[int | str | None, ...]:
+    """For each of ``_META_PATHS`` in ``T``: the storage index of a plain scalar field, None
+    for a field ``T`` lacks, the path itself for one of another kind (read with
+    ``Value.get``)."""
+    plan: list[int | str | None] = []
+    for path in _META_PATHS:
+        rel = T._paths.get(path)
+        plan.append(None if rel is None else rel if T._nodes[rel].code in SCALAR_CODES else path)
+    return tuple(plan)
 
 
 def _meta_fields(V: Value) -> list[Any]:
@@ -652,21 +667,10 @@ def _meta_fields(V: Value) -> list[Any]:
     Why: a first read of each of 1000 channels computes 1000 snapshots; 16 ``Value.get``
     calls were 4 of a snapshot's 10 µs.  Plain scalar fields are read straight from the
     Value's storage (their getter is the identity), at indexes found once per Type."""
-    T = V._T
-    hit = _META_MEMO.get(id(T))
-    if hit is None or hit[0] is not T:
-        plan = []
-        for path in _META_PATHS:
-            rel = T._paths.get(path)
-            plan.append(-1 if rel is None else rel if T._nodes[rel].code in SCALAR_CODES else None)
-        if len(_META_MEMO) >= 4096:
-            _META_MEMO.clear()
-        hit = _META_MEMO[id(T)] = (T, tuple(plan))
     vals = V._s.vals
     b = V._b
     return [
-        vals[b + rel] if rel is not None and rel >= 0 else None if rel is not None else V.get(path)
-        for rel, path in zip(hit[1], _META_PATHS)
+        vals[b + p] if type(p) is int else p and V.get(p) for p in _per_type(_META_MEMO, V._T, _meta_plan)
     ]
 
 
