@@ -12,7 +12,8 @@ Servers (``python benchmarks/_ca_peers.py caproto|softioc|capva [--many N] [--ar
 * ``caproto``: a ``caproto.server.PVGroup`` of ``pvproperty``s, asyncio backend, its event
   loop in a thread of its own (commands arrive on the main thread and run in the loop);
 * ``softioc``: pythonSoftIOC, i.e. EPICS base's RSRV serving database records (``ao`` for
-  the scalar, ``waveform`` for the array, ``ai`` for the many PVs);
+  the scalar, ``waveform`` for the array, ``ai`` for the many PVs), with the normal
+  scheduling policy of the other servers unless ``BENCH_SOFTIOC_RT=1`` (:func:`drop_realtime`);
 * ``capva``: ``capva.server.Server(..., protocols=["ca"], isolate=True)`` with
   ``capva.server.thread.SharedPV`` (a put handler that posts and completes, the p4p idiom).
 
@@ -20,7 +21,8 @@ PVs: ``bench:scalar`` (a double that takes puts with completion), with ``--array
 ``bench:array`` (N float64s) and with ``--many N`` ``bench:many:00000``... (doubles).  The
 server reads its network settings from the environment the driver gives it (``server_env``:
 loopback only, free ports).  It prints ``{"conf": {...}, "pid": ..., "rss_kb": ..., "cpu": ...}``
-once it serves (``conf``: the ``EPICS_CA_*`` settings a client needs), then answers:
+once it serves (``conf``: the ``EPICS_CA_*`` settings a client needs; ``realtime``: how many of
+its threads have a real-time scheduling policy), then answers:
 
 * ``stats``: ``rss_kb`` (VmRSS after a gc) and ``cpu`` (all threads);
 * ``post NAME SECONDS``: new values to ``bench:NAME`` (``scalar``: 1.0, 2.0...; ``array``: two
@@ -394,12 +396,60 @@ class CaprotoServer:
         self.thread.join(5)
 
 
+def drop_realtime() -> bool:
+    """Give up ``CAP_SYS_NICE`` (True: done, or never had it).
+
+    Why: EPICS base gives its threads real-time scheduling (``SCHED_FIFO``, priorities 10-70)
+    whenever the process may, and a process running as root may.  Its CA server threads then
+    preempt every other thread of the machine on wake-up -- the client's, and the other
+    servers', which have no such priority.  An IOC run by an ordinary account (or root without
+    this capability) gets the normal policy, as the Python servers do; the benchmark compares
+    the servers under that one policy (``BENCH_SOFTIOC_RT=1`` keeps EPICS' own choice)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    hdr, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: 2 words
+    if libc.capget(ctypes.byref(hdr), data) != 0:
+        return False
+    nice = 1 << 23  # CAP_SYS_NICE, in the first word
+    if not (data[0].effective | data[0].permitted) & nice:
+        return True
+    for d in data[:1]:
+        d.effective &= ~nice
+        d.permitted &= ~nice
+        d.inheritable &= ~nice
+    return libc.capset(ctypes.byref(hdr), data) == 0
+
+
+def realtime_threads() -> int:
+    """How many threads of this process have a real-time policy (Linux; 0 elsewhere)."""
+    n = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[38]) in (1, 2):  # SCHED_FIFO, SCHED_RR
+                    n += 1
+    except (OSError, IndexError, ValueError):
+        pass
+    return n
+
+
 class SoftiocServer:
     """pythonSoftIOC: records made with ``softioc.builder``, served by EPICS base's RSRV.
     ``rec.set(v)`` on an output record processes it at once (``dbPutField``), which posts
     the monitors: the closest thing to a post in an IOC."""
 
     def __init__(self, many: int, nelm: int):
+        if os.environ.get("BENCH_SOFTIOC_RT") != "1":
+            drop_realtime()
         from softioc import asyncio_dispatcher, builder, softioc
 
         self.softioc, self.nelm = softioc, nelm
@@ -416,6 +466,7 @@ class SoftiocServer:
         builder.LoadDatabase()
         softioc.iocInit(self.dispatcher)
         self.conf = ca_conf()
+        self.realtime = realtime_threads()
 
     def post(self, name: str, seconds: float) -> dict[str, Any]:
         rec = self.recs[name]
@@ -468,7 +519,7 @@ def serve(impl: str, many: int, nelm: int) -> None:
     private_stdout()
     srv = SERVERS[impl](many, nelm)
     try:
-        reply({"conf": srv.conf, "pid": os.getpid(), **stats()})
+        reply({"conf": srv.conf, "pid": os.getpid(), "realtime": getattr(srv, "realtime", 0), **stats()})
         for line in sys.stdin:
             cmd = line.split()
             if not cmd:

@@ -43,6 +43,14 @@ Run::
 The machine may have few cores (2 here): clients and server share them, so a server that
 sends more updates also makes its clients busier; read W4 with that in mind (10 client
 processes on 2 cores are themselves a load).
+
+Scheduling: EPICS base gives its threads real-time priorities (``SCHED_FIFO``) whenever the
+process may, and a process of root's may.  Its threads then preempt every other thread of the
+machine on wake-up, the clients' and the other servers' included, which is not what an IOC
+run by an ordinary account gets.  So softioc's server drops ``CAP_SYS_NICE`` before EPICS
+starts, and all three servers run under the normal policy; ``--softioc-rt`` keeps EPICS'
+choice.  The report says which way softioc ran.  (On this machine, as root, the real-time
+softioc was slower on W2-W4 and faster on W5 than the normal one: see CHANGELOG.)
 """
 
 from __future__ import annotations
@@ -113,6 +121,8 @@ class Run:
         self.a = a
         self.peers: list[Peer] = []
         self.nservers = 0
+        #: the most threads with a real-time policy seen in a softioc server (0: none had one)
+        self.softioc_rt = 0
         # every peer's stderr (EPICS banners, caproto's "High load" warnings...) goes here,
         # not between the lines of the table
         self.log = open(a.log, "a") if a.log != "-" else None
@@ -134,8 +144,13 @@ class Run:
         if self.a.profile and impl == "capva":
             prof = os.path.join(self.a.profile, f"capva-{tag}-{self.nservers:02d}.txt")
         self.started(f"server {impl} {' '.join(args)}")
-        p = Peer(impl, *args, env=server_env(self.repeater.port), profile=prof, timeout=120, stderr=self.log)
+        env = server_env(self.repeater.port)
+        if impl == "softioc" and self.a.softioc_rt:
+            env["BENCH_SOFTIOC_RT"] = "1"
+        p = Peer(impl, *args, env=env, profile=prof, timeout=120, stderr=self.log)
         self.peers.append(p)
+        if impl == "softioc":
+            self.softioc_rt = max(self.softioc_rt, int(p.hello.get("realtime", 0)))
         return p
 
     def clients(self, srv: Peer, n: int) -> list[Peer]:
@@ -333,6 +348,7 @@ def run_all(a: argparse.Namespace) -> tuple[dict[str, dict[str, list[float]]], l
                     attempt(impl, "W5", lambda impl=impl: w5(run, impl), "w5_")
                 print(f"  {tag} W5 done", flush=True)
     finally:
+        a.softioc_rt_seen = run.softioc_rt
         run.close()
     return res, errors
 
@@ -401,6 +417,18 @@ def report(table: list[Row], a: argparse.Namespace, errors: list[str]) -> None:
         f"client; {os.cpu_count()} CPUs, Python {platform.python_version()}"
         f"{'; PROFILED: capva figures not comparable' if a.profile else ''})"
     )
+    if "softioc" in a.impls:
+        rt = getattr(a, "softioc_rt_seen", 0)
+        print(
+            f"(softioc: {rt} threads with real-time priorities: EPICS' own choice, --softioc-rt)"
+            if rt
+            else "(softioc: the normal scheduling policy, as the other servers"
+            + (
+                "; --softioc-rt asked for real-time priorities, EPICS could not have them)"
+                if a.softioc_rt
+                else ")"
+            )
+        )
     w = max([len(r.label) for r in table] + [20]) + 2
     head = (
         f"{'workload':<{w}}{'unit':>5} {'caproto':>10} {'softioc':>10} {'capva':>10} "
@@ -463,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--monitors", type=int, help="client processes in W4's second run (default 10, quick 4)")
     p.add_argument("--repeat", type=int, help="runs of every workload (default 2, quick 1)")
     p.add_argument("--profile", metavar="DIR", help="run capva's servers under py-spy, stacks in DIR")
+    p.add_argument(
+        "--softioc-rt",
+        action="store_true",
+        help="let EPICS give softioc's threads real-time priorities when it may (default: the "
+        "normal policy, as the other servers have)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
     p.add_argument(
         "--log", help="file for the stderr of every server and client (appended; '-': this stderr)"
