@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
 
 from . import dbr as _dbr
@@ -379,7 +380,30 @@ class NotFoundResponse(Command):
 # -- reflected messages: ECHO (23), READ_SYNC (10) ------------------------------------------------
 
 
-class _Reflected(Command):
+class _Direct(Command):
+    """Base of the commands whose first four fields are the header's data type, count, p1 and
+    p2, in that order, and whose fifth, if they have one, is the payload as received: their
+    ``_header`` and ``from_raw`` are these two, not a copy in every class."""
+
+    __slots__ = ()
+    _HEADER: ClassVar[Callable[[Any], tuple[int, int, int, int]]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if len(cls._FIELDS) >= 4:
+            cls._HEADER = attrgetter(*cls._FIELDS[:4])  # type: ignore[assignment]
+
+    def _header(self) -> tuple[int, int, int, int]:
+        return type(self)._HEADER(self)
+
+    @classmethod
+    def from_raw(cls: type[C], raw: RawMessage) -> C:
+        if len(cls._FIELDS) == 4:
+            return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)  # type: ignore[call-arg]
+        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)  # type: ignore[call-arg]
+
+
+class _Reflected(_Direct):
     """A header (and payload) the receiver sends back unchanged."""
 
     __slots__ = ("data_type", "data_count", "parameter1", "parameter2", "payload")
@@ -399,15 +423,8 @@ class _Reflected(Command):
         self.parameter2 = parameter2
         self.payload = payload
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.parameter1, self.parameter2
-
     def _payload(self) -> bytes:
         return self.payload
-
-    @classmethod
-    def from_raw(cls: type[C], raw: RawMessage) -> C:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)  # type: ignore[call-arg]
 
     def reply(self) -> Command:
         """The reflection: same fields, the other direction's class."""
@@ -550,7 +567,7 @@ class RepeaterConfirmResponse(Command):
 # -- commands with DBR data ---------------------------------------------------------------------------
 
 
-class _DataCommand(Command):
+class _DataCommand(_Direct):
     """Base of the messages whose payload is a DBR (``data``, kept as received)."""
 
     __slots__ = ()
@@ -576,7 +593,7 @@ def _dbr_payload(
     return data, count
 
 
-class EventAddRequest(Command):
+class EventAddRequest(_Direct):
     """``1, 16, type, count, sid, subscription id`` + f32 low, high, timeout, u16 mask, pad.
 
     low/high/timeout are obsolete (always 0, ignored by servers).  ``mask`` is a
@@ -608,9 +625,6 @@ class EventAddRequest(Command):
         self.low = low
         self.high = high
         self.timeout = timeout
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.subscription_id
 
     def _payload(self) -> bytes:
         return self._BODY.pack(self.low, self.high, self.timeout, self.mask)
@@ -658,15 +672,8 @@ class EventAddResponse(_DataCommand):
         data, n = _dbr_payload(data_type, values, metadata, count)
         return cls(data_type, n, status, subscription_id, data)
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.status, self.subscription_id
 
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> EventAddResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)
-
-
-class EventCancelRequest(Command):
+class EventCancelRequest(_Direct):
     """``2, 0, type, count, sid, subscription id``."""
 
     __slots__ = ("data_type", "data_count", "sid", "subscription_id")
@@ -680,15 +687,8 @@ class EventCancelRequest(Command):
         self.sid = sid
         self.subscription_id = subscription_id
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.subscription_id
 
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> EventCancelRequest:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
-
-
-class EventCancelResponse(Command):
+class EventCancelResponse(_Direct):
     """The cancel confirmation: **command 1**, size 0, the original EVENT_ADD's type and
     count, p1 = sid, p2 = subscription id (catvs checks all of it, §2.3)."""
 
@@ -703,15 +703,8 @@ class EventCancelResponse(Command):
         self.sid = sid
         self.subscription_id = subscription_id
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.subscription_id
 
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> EventCancelResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
-
-
-class ReadRequest(Command):
+class ReadRequest(_Direct):
     """READ (3, deprecated): ``3, 0, type, count, sid, ioid``."""
 
     __slots__ = ("data_type", "data_count", "sid", "ioid")
@@ -724,13 +717,6 @@ class ReadRequest(Command):
         self.data_count = data_count
         self.sid = sid
         self.ioid = ioid
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.ioid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> ReadRequest:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
 
 
 class ReadResponse(_DataCommand):
@@ -765,15 +751,8 @@ class ReadResponse(_DataCommand):
         data, n = _dbr_payload(data_type, values, metadata, count, compact)
         return cls(data_type, n, cid, ioid, data)
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.cid, self.ioid
 
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> ReadResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)
-
-
-class ReadNotifyRequest(Command):
+class ReadNotifyRequest(_Direct):
     """``15, 0, type, count, sid, ioid``.  Count 0 asks for the current length (minor ≥ 13)."""
 
     __slots__ = ("data_type", "data_count", "sid", "ioid")
@@ -786,13 +765,6 @@ class ReadNotifyRequest(Command):
         self.data_count = data_count
         self.sid = sid
         self.ioid = ioid
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.ioid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> ReadNotifyRequest:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
 
 
 class ReadNotifyResponse(_DataCommand):
@@ -826,13 +798,6 @@ class ReadNotifyResponse(_DataCommand):
     ) -> ReadNotifyResponse:
         data, n = _dbr_payload(data_type, values, metadata, count)
         return cls(data_type, n, status, ioid, data)
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.status, self.ioid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> ReadNotifyResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)
 
 
 class WriteRequest(_DataCommand):
@@ -869,13 +834,6 @@ class WriteRequest(_DataCommand):
         data, n = _dbr_payload(data_type, values, metadata, count, compact)
         return cls(data_type, n, sid, cid, data)
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.cid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> WriteRequest:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)
-
 
 class WriteNotifyRequest(_DataCommand):
     """``19, size, type, count, sid, ioid`` + DBR; answered after the put completes."""
@@ -907,15 +865,8 @@ class WriteNotifyRequest(_DataCommand):
         data, n = _dbr_payload(data_type, values, metadata, count, compact)
         return cls(data_type, n, sid, ioid, data)
 
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.sid, self.ioid
 
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> WriteNotifyRequest:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2, raw.payload)
-
-
-class WriteNotifyResponse(Command):
+class WriteNotifyResponse(_Direct):
     """``19, 0, type, count, ECA status, ioid``: type and count echoed from the request."""
 
     __slots__ = ("data_type", "data_count", "status", "ioid")
@@ -932,13 +883,6 @@ class WriteNotifyResponse(Command):
     @classmethod
     def for_request(cls, request: WriteNotifyRequest, status: int = ECA_NORMAL) -> WriteNotifyResponse:
         return cls(request.data_type, request.data_count, status, request.ioid)
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.status, self.ioid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> WriteNotifyResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
 
 
 # -- ERROR (11) ----------------------------------------------------------------------------------------
@@ -1077,7 +1021,7 @@ class CreateChanRequest(Command):
         return cls(name, raw.parameter1, raw.parameter2)
 
 
-class CreateChanResponse(Command):
+class CreateChanResponse(_Direct):
     """``18, 0, native type, element count, cid, sid``: the channel is connected.
 
     The count is the maximum element count (NELM).  See :func:`create_chan_replies` for
@@ -1094,13 +1038,6 @@ class CreateChanResponse(Command):
         self.data_count = data_count
         self.cid = cid
         self.sid = sid
-
-    def _header(self) -> tuple[int, int, int, int]:
-        return self.data_type, self.data_count, self.cid, self.sid
-
-    @classmethod
-    def from_raw(cls, raw: RawMessage) -> CreateChanResponse:
-        return cls(raw.data_type, raw.data_count, raw.parameter1, raw.parameter2)
 
 
 class _NameRequest(Command):
