@@ -397,7 +397,8 @@ class CaprotoServer:
 
 
 def drop_realtime() -> bool:
-    """Give up ``CAP_SYS_NICE`` (True: done, or never had it).
+    """Give up ``CAP_SYS_NICE`` (True: done, or never had it; False: could not, and the report
+    will say that softioc's threads are real-time).
 
     Why: EPICS base gives its threads real-time scheduling (``SCHED_FIFO``, priorities 10-70)
     whenever the process may, and a process running as root may.  Its CA server threads then
@@ -422,10 +423,10 @@ def drop_realtime() -> bool:
     nice = 1 << 23  # CAP_SYS_NICE, in the first word
     if not (data[0].effective | data[0].permitted) & nice:
         return True
-    for d in data[:1]:
-        d.effective &= ~nice
-        d.permitted &= ~nice
-        d.inheritable &= ~nice
+    d = data[0]
+    d.effective &= ~nice
+    d.permitted &= ~nice
+    d.inheritable &= ~nice
     return libc.capset(ctypes.byref(hdr), data) == 0
 
 

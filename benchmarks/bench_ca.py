@@ -50,7 +50,7 @@ machine on wake-up, the clients' and the other servers' included, which is not w
 run by an ordinary account gets.  So softioc's server drops ``CAP_SYS_NICE`` before EPICS
 starts, and all three servers run under the normal policy; ``--softioc-rt`` keeps EPICS'
 choice.  The report says which way softioc ran.  (On this machine, as root, the real-time
-softioc was slower on W2-W4 and faster on W5 than the normal one: see CHANGELOG.)
+softioc was slower on W2-W4 and about as fast on W5 as the normal one: see CHANGELOG.)
 """
 
 from __future__ import annotations
