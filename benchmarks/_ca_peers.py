@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _servers import ServerProc, cpu_s, rss_kb, tcp_sent
+from _servers import ServerProc, cpu_s, profiled, rss_kb, tcp_sent
 
 HERE = os.path.abspath(__file__)
 IMPLS = ("caproto", "softioc", "capva")
@@ -202,22 +202,7 @@ class Peer(ServerProc):
         stderr: Any = None,
     ):
         self.impl, self.role = impl, role
-        cmd = [sys.executable, HERE, impl, *args]
-        if profile:
-            pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-            cmd = [
-                pyspy,
-                "record",
-                "--nonblocking",
-                "-r",
-                "250",
-                "--format",
-                "raw",
-                "-o",
-                profile,
-                "--",
-                *cmd,
-            ]
+        cmd = profiled([sys.executable, HERE, impl, *args], profile)
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env
         )

@@ -235,6 +235,28 @@ def reply(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def profiled(cmd: list[str], profile: str | None, spy_opts: tuple[str, ...] = ()) -> list[str]:
+    """``cmd``, run under ``py-spy record`` (250 Hz, collapsed stacks in the file ``profile``)
+    when ``profile`` is given."""
+    if not profile:
+        return cmd
+    pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return [
+        pyspy,
+        "record",
+        *spy_opts,
+        "--nonblocking",
+        "-r",
+        "250",
+        "--format",
+        "raw",
+        "-o",
+        profile,
+        "--",
+        *cmd,
+    ]
+
+
 class ServerProc:
     """Client-side handle of one server subprocess (used by ``bench_server.py``); with
     ``script`` any worker speaking the same JSON-lines protocol (``_clients.py``).
@@ -257,23 +279,7 @@ class ServerProc:
         spy_opts: tuple[str, ...] = (),
     ):
         self.impl = impl
-        cmd = [sys.executable, script, impl, *args]
-        if profile:
-            pyspy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-            cmd = [
-                pyspy,
-                "record",
-                *spy_opts,
-                "--nonblocking",
-                "-r",
-                "250",
-                "--format",
-                "raw",
-                "-o",
-                profile,
-                "--",
-                *cmd,
-            ]
+        cmd = profiled([sys.executable, script, impl, *args], profile, spy_opts)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
