@@ -33,7 +33,9 @@ its threads have a real-time scheduling policy), then answers:
 * ``quit`` (or end of input).
 
 Client (``python benchmarks/_ca_peers.py client``): pyepics (libca) with the environment it
-was started with; prints ``{"conf": {...}, "pid": ...}`` and answers:
+was started with, under the normal scheduling policy unless ``BENCH_CLIENT_RT=1`` (libca's
+threads are EPICS threads too); prints ``{"conf": {...}, "pid": ..., "realtime": ...}`` and
+answers:
 
 * ``getmany PREFIX START N``: channels for N names (``PREFIX00000``...), all searched at
   once, then one get each, all in flight together: ``s`` from the first create to the last
@@ -390,7 +392,10 @@ def drop_realtime() -> bool:
     preempt every other thread of the machine on wake-up -- the client's, and the other
     servers', which have no such priority.  An IOC run by an ordinary account (or root without
     this capability) gets the normal policy, as the Python servers do; the benchmark compares
-    the servers under that one policy (``BENCH_SOFTIOC_RT=1`` keeps EPICS' own choice)."""
+    the servers under that one policy (``BENCH_SOFTIOC_RT=1`` keeps EPICS' own choice).  The
+    same holds for the pyepics client: libca's receive threads are EPICS threads, and with
+    real-time priorities they preempt the server they talk to on every reply
+    (``BENCH_CLIENT_RT=1`` keeps them)."""
     import ctypes
 
     class Header(ctypes.Structure):
@@ -577,6 +582,8 @@ def timed(fn: Callable[[int], Any], seconds: float) -> tuple[int, float]:
 
 def client() -> None:
     private_stdout()
+    if os.environ.get("BENCH_CLIENT_RT") != "1":
+        drop_realtime()  # libca's threads take real-time priorities as softioc's do
     from epics import ca
 
     ca.initialize_libca()
@@ -593,7 +600,9 @@ def client() -> None:
         return chans[name]
 
     conf = {k: v for k, v in os.environ.items() if k.startswith("EPICS_CA")}
-    reply({"conf": conf, "pid": os.getpid(), "cpu": cpu_s(), "rss_kb": rss_kb()})
+    reply(
+        {"conf": conf, "pid": os.getpid(), "cpu": cpu_s(), "rss_kb": rss_kb(), "realtime": realtime_threads()}
+    )
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:

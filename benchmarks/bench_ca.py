@@ -51,6 +51,9 @@ run by an ordinary account gets.  So softioc's server drops ``CAP_SYS_NICE`` bef
 starts, and all three servers run under the normal policy; ``--softioc-rt`` keeps EPICS'
 choice.  The report says which way softioc ran.  (On this machine, as root, the real-time
 softioc was slower on W2-W4 and about as fast on W5 as the normal one: see CHANGELOG.)
+The pyepics client is EPICS too: libca's threads took real-time priorities as well, and
+preempted whichever server they talked to, on every reply.  The client drops the capability
+in the same way (``--client-rt`` keeps libca's choice), and the report says how it ran.
 """
 
 from __future__ import annotations
@@ -121,8 +124,10 @@ class Run:
         self.a = a
         self.peers: list[Peer] = []
         self.nservers = 0
-        #: the most threads with a real-time policy seen in a softioc server (0: none had one)
+        #: the most threads with a real-time policy seen in a softioc server / a client
+        #: (0: none had one)
         self.softioc_rt = 0
+        self.client_rt = 0
         # every peer's stderr (EPICS banners, caproto's "High load" warnings...) goes here,
         # not between the lines of the table
         self.log = open(a.log, "a") if a.log != "-" else None
@@ -156,6 +161,8 @@ class Run:
     def clients(self, srv: Peer, n: int) -> list[Peer]:
         """``n`` client processes for ``srv``, started together (each takes a while to import)."""
         env = client_env(self.repeater.port, srv.conf)
+        if self.a.client_rt:
+            env["BENCH_CLIENT_RT"] = "1"
         self.started(f"{n} client(s) of {srv.impl}")
         with ThreadPoolExecutor(max_workers=n) as ex:
             futs = [ex.submit(Peer, "client", env=env, role="client", stderr=self.log) for _ in range(n)]
@@ -167,6 +174,7 @@ class Run:
                 except BaseException as e:  # keep the others, to close them
                     err = e
         self.peers.extend(out)
+        self.client_rt = max([self.client_rt] + [int(p.hello.get("realtime", 0)) for p in out])
         if err is not None:
             self.done(*out)
             raise err
@@ -349,6 +357,7 @@ def run_all(a: argparse.Namespace) -> tuple[dict[str, dict[str, list[float]]], l
                 print(f"  {tag} W5 done", flush=True)
     finally:
         a.softioc_rt_seen = run.softioc_rt
+        a.client_rt_seen = run.client_rt
         run.close()
     return res, errors
 
@@ -429,6 +438,13 @@ def report(table: list[Row], a: argparse.Namespace, errors: list[str]) -> None:
                 else ")"
             )
         )
+    rt = getattr(a, "client_rt_seen", 0)
+    print(
+        f"(pyepics client: {rt} libca threads with real-time priorities: EPICS' own choice, --client-rt)"
+        if rt
+        else "(pyepics client: the normal scheduling policy, as the servers"
+        + ("; --client-rt asked for real-time priorities, libca could not have them)" if a.client_rt else ")")
+    )
     w = max([len(r.label) for r in table] + [20]) + 2
     head = (
         f"{'workload':<{w}}{'unit':>5} {'caproto':>10} {'softioc':>10} {'capva':>10} "
@@ -496,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let EPICS give softioc's threads real-time priorities when it may (default: the "
         "normal policy, as the other servers have)",
+    )
+    p.add_argument(
+        "--client-rt",
+        action="store_true",
+        help="let libca give the pyepics client's threads real-time priorities when it may "
+        "(default: the normal policy, as the servers have)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
     p.add_argument(

@@ -5,7 +5,7 @@ in subprocesses; benchmarks are run by hand or by ``make bench``, so without thi
 to capva's server API, to the peers' protocol or to the benchmark could break it unnoticed.
 Timings are never asserted: the run is short and the machine shared, so only the shape of the
 output is (a W2 and a W4 row with figures for all three servers and both ratios, the
-targets line, and softioc under the normal scheduling policy).
+targets line, and softioc and the client under the normal scheduling policy).
 """
 
 from __future__ import annotations
@@ -48,3 +48,4 @@ def test_bench_ca_quick_w2_w4(tmp_path: Path) -> None:
     # softioc ran under the policy of the other servers (as root, EPICS would have taken
     # real-time priorities had the benchmark not dropped CAP_SYS_NICE)
     assert "(softioc: the normal scheduling policy, as the other servers)" in r.stdout, r.stdout
+    assert "(pyepics client: the normal scheduling policy, as the servers)" in r.stdout, r.stdout

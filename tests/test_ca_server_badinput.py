@@ -45,7 +45,7 @@ from capva.ca.framing import encode_message, split_datagram
 from capva.nt import NTScalar
 from capva.server import Server
 from capva.server.thread import SharedPV
-from support.ca import RawCA
+from support.ca import RawCA, ca_ports, ca_tcp_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,33 +55,11 @@ DOUBLE, LONG, TIME_LONG = 6, 5, 19
 ECA_NORMAL, ECA_TOLARGE, ECA_BADTYPE, ECA_INTERNAL, ECA_DEFUNCT, ECA_BADCHID = 1, 72, 114, 142, 278, 410
 
 
-def _ports(conf: dict) -> tuple[int, int]:
-    """(TCP port of the CA server, UDP search port) from its conf()."""
-    udp = int(conf["EPICS_CA_SERVER_PORT"])
-    host, _, tcp = conf["EPICS_CA_ADDR_LIST"].split()[0].partition(":")
-    return int(tcp or udp), udp
-
-
-def _tcp_port(S: Server) -> int:
-    """The TCP port a search answers with (the listener may differ from the UDP port)."""
-    _tcp, udp = _ports(S.conf())
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind(("127.0.0.1", 0))
-        u.settimeout(T)
-        u.sendto(VersionRequest.udp(1).encode() + SearchRequest(PV, cid=77).encode(), ("127.0.0.1", udp))
-        data, _ = u.recvfrom(65536)
-    for raw in split_datagram(data):
-        m = decode_command(raw, from_server=True)
-        if isinstance(m, SearchResponse):
-            return m.port
-    raise AssertionError(f"no search reply: {data!r}")
-
-
 class Harness:
     def __init__(self, S, pv):
         self.S, self.pv = S, pv
-        self.tcp = _tcp_port(S)
-        _, self.udp = _ports(S.conf())
+        self.tcp = ca_tcp_port(S, PV)
+        _, self.udp = ca_ports(S.conf())
         self.n = itertools.count(1)
         self.watch = RawCA(self.tcp)
         self.watch.handshake()
@@ -395,7 +373,7 @@ def limited():
         op.done()
 
     with Server(providers=[{PV: small, PV + "big": big}], conf=conf, useenv=False, protocols=["ca"]) as S:
-        yield S, _tcp_port(S)
+        yield S, ca_tcp_port(S, PV)
 
 
 def test_oversize_request_tolarge(limited):

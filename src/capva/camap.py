@@ -674,6 +674,21 @@ def _meta_fields(V: Value) -> list[Any]:
     ]
 
 
+def ca_value(V: Value, kind: CAKind) -> np.ndarray:
+    """``ca_snapshot(V, kind).value`` alone, for a numeric ``kind`` (:attr:`CAKind.numeric`).
+
+    Why: a plain DBR carries the value and nothing else, and a channel's first read is usually
+    plain (caget, pyepics, an archiver connecting 1000 channels); the snapshot's alarm, time and
+    metadata were half the cost of such a read.
+
+    >>> from capva.nt import NTScalar
+    >>> V = NTScalar("i").wrap(7)
+    >>> ca_value(V, ca_view_type(V.type())).tolist()
+    [7]
+    """
+    return _ca_array(kind, V["value"])
+
+
 def ca_snapshot_value(V: Value, prev: CASnapshot) -> CASnapshot:
     """``prev`` with the value and time stamp of ``V``: the fast path for a post that changed
     nothing but those (alarm and metadata are taken as they were).  Numeric kinds only; for

@@ -91,6 +91,32 @@ def ca_conf(*confs: dict, **extra: str) -> dict[str, str]:
     return out
 
 
+def ca_ports(conf: dict) -> tuple[int, int]:
+    """(TCP port of a capva CA server, its UDP search port) from the server's ``conf()``."""
+    udp = int(conf["EPICS_CA_SERVER_PORT"])
+    host, _, tcp = conf["EPICS_CA_ADDR_LIST"].split()[0].partition(":")
+    return int(tcp or udp), udp
+
+
+def ca_tcp_port(server: Any, name: str, timeout: float = 5.0) -> int:
+    """The TCP port a search for ``name`` answers with (the listener may differ from the
+    UDP port); ``server`` is a :class:`capva.server.Server`."""
+    from capva.ca.commands import SearchRequest, SearchResponse, VersionRequest, decode_command
+    from capva.ca.framing import split_datagram
+
+    _tcp, udp = ca_ports(server.conf())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        u.settimeout(timeout)
+        u.sendto(VersionRequest.udp(1).encode() + SearchRequest(name, cid=77).encode(), ("127.0.0.1", udp))
+        data, _ = u.recvfrom(65536)
+    for raw in split_datagram(data):
+        m = decode_command(raw, from_server=True)
+        if isinstance(m, SearchResponse):
+            return m.port
+    raise AssertionError(f"no search reply: {data!r}")
+
+
 def ca_env(conf: dict[str, str]) -> dict[str, str]:
     """A subprocess environment: this process's minus every EPICS_CA*/EPICS_PVA* setting,
     plus ``conf`` (from :func:`ca_conf`)."""
