@@ -64,7 +64,7 @@ def _reply(r: RawCA, sid: int, dtype: int, count: int, ioid: int) -> tuple:
 def test_first_read_matches_general_path(served, code):
     r, pvs = served
     pv = pvs[f"first:{code}"]
-    sid, native, native_count = r.create(f"first:{code}", cid=hash(code) & 0xFFFF)
+    sid, native, native_count = r.create(f"first:{code}", cid=list(CASES).index(code) + 1)
     ioid = 0
     for value in CASES[code]:
         n = len(value) if isinstance(value, np.ndarray) else 1
