@@ -58,7 +58,6 @@ import asyncio
 import gc
 import json
 import os
-import queue
 import socket
 import subprocess
 import sys
@@ -67,7 +66,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _servers import ServerProc, cpu_s, profiled, rss_kb, tcp_sent
+from _servers import ServerProc, cpu_s, rss_kb, tcp_sent
 
 HERE = os.path.abspath(__file__)
 IMPLS = ("caproto", "softioc", "capva")
@@ -203,21 +202,8 @@ class Peer(ServerProc):
         timeout: float = 60.0,
         stderr: Any = None,
     ):
-        self.impl, self.role = impl, role
-        cmd = profiled([sys.executable, HERE, impl, *args], profile)
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        try:
-            self.hello = self._next(timeout)
-        except BaseException:
-            self.close()
-            raise
-        self.conf: dict[str, str] = self.hello["conf"]
-        self.pid: int = self.hello["pid"]
+        self.role = role
+        super().__init__(impl, *args, profile=profile, timeout=timeout, script=HERE, env=env, stderr=stderr)
 
 
 # ---------------------------------------------------------------- peer side: common

@@ -277,10 +277,14 @@ class ServerProc:
         timeout: float = 60.0,
         script: str = HERE,
         spy_opts: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        stderr: Any = None,
     ):
         self.impl = impl
         cmd = profiled([sys.executable, script, impl, *args], profile, spy_opts)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env
+        )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
