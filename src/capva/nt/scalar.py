@@ -39,6 +39,29 @@ _W = TypeVar("_W", bound="ntwrappercommon")
 FieldSpec = tuple[str, Any]
 
 
+_STORED = ("alarm.severity", "alarm.status", "timeStamp.secondsPastEpoch", "timeStamp.nanoseconds")
+
+
+def _stamp_index(T: Type) -> tuple[int, ...] | None:
+    """Where ``_store`` finds alarm severity/status and the time stamp in a Value of ``T``
+    (-1: absent, read as 0); None when one of them is not an integer field (then it asks
+    the Value, as any caller would)."""
+    idx = T._cache.get("_ntstore", False)
+    if idx is False:
+        idx = []
+        for path in _STORED:
+            rel = T._paths.get(path)
+            if rel is not None and T._nodes[rel].code not in _INT_CODES:
+                idx = None
+                break
+            idx.append(-1 if rel is None else rel)
+        idx = T._cache["_ntstore"] = None if idx is None else tuple(idx)
+    return idx
+
+
+_INT_CODES = frozenset("bBhHiIlL")
+
+
 class ntwrappercommon:
     """Mixin of the augmented values returned by ``unwrap()``.
 
@@ -63,9 +86,19 @@ class ntwrappercommon:
         if not isinstance(value, Value):
             raise TypeError(f"expected a Value, not {value!r}")
         self.raw = value
-        self.severity = value.get("alarm.severity", 0)
-        self.status = value.get("alarm.status", 0)
-        S, NS = value.get("timeStamp.secondsPastEpoch", 0), value.get("timeStamp.nanoseconds", 0)
+        idx = _stamp_index(value._T)
+        if idx is None:
+            sev, st = value.get("alarm.severity", 0), value.get("alarm.status", 0)
+            S, NS = value.get("timeStamp.secondsPastEpoch", 0), value.get("timeStamp.nanoseconds", 0)
+        else:  # (every unwrap of a get, a monitor update or a put: read the storage directly)
+            vals, b = value._s.vals, value._b
+            i, j, k, m = idx
+            sev = vals[b + i] if i >= 0 else 0
+            st = vals[b + j] if j >= 0 else 0
+            S = vals[b + k] if k >= 0 else 0
+            NS = vals[b + m] if m >= 0 else 0
+        self.severity = sev
+        self.status = st
         self.raw_stamp = S, NS
         self.timestamp = S + NS * 1e-9
         return self
