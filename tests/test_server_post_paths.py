@@ -191,3 +191,12 @@ def test_unwrap_asks_the_value_for_a_field_that_is_not_an_integer():
     V = T({"value": 1.0, "alarm.severity.x": 4})
     u = NTScalar.unwrap(V)
     assert isinstance(u.severity, Value) and u.severity.x == 4  # what V.get() gives
+
+
+def test_an_unwrapped_class_made_by_hand_fails_as_before():
+    from capva.nt.scalar import ntfloat
+
+    pv, rec = _pv("d", 0.0, True)
+    with pytest.raises(TypeError, match="must wrap to a Value"):
+        pv.post(ntfloat(2.0))  # no Value behind it: nothing to post
+    assert not rec.posts

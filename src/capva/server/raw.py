@@ -102,10 +102,11 @@ def _plain_scalar(value: Any, idx: int, T: Type | None) -> Any:
     cls = value.__class__
     if cls in _SCALARS:
         return value
-    if cls in _UNWRAPPED and value.raw_stamp == (0, 0):
-        raw = value.raw
+    if cls in _UNWRAPPED:
+        raw = value.raw  # (None for an ntfloat made by hand: wrap() says what is wrong)
         if raw.__class__ is Value and raw._T is T and not raw._b and raw._s.mask == 1 << idx:
-            return raw._s.vals[idx]
+            if value.raw_stamp == (0, 0):
+                return raw._s.vals[idx]
     return _NOTSET
 
 
