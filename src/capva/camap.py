@@ -253,11 +253,6 @@ def _is_enum_struct(t: Type) -> bool:
     return idx.code in "bBhHiIlL" and len(idx.code) == 1 and ch.code == "as"
 
 
-#: ca_view_type by id(Type): (the Type, its kind); Types are immutable, and a search or a
-#: channel creation asks for the same few Types over and over
-_KIND_MEMO: dict[int, tuple[Type, CAKind | None]] = {}
-
-
 def ca_view_type(T: Type) -> CAKind | None:
     """What CA can make of a PV of Type ``T``: its :class:`CAKind`, or None if CA cannot carry it.
 
@@ -268,19 +263,20 @@ def ca_view_type(T: Type) -> CAKind | None:
     arrays as ``value`` (NTNDArray, NTTable, NTMultiChannel ...) and Types without ``value`` give
     None: such PVs are not found by CA searches (design.md §2, last row).
     """
-    return _per_type(_KIND_MEMO, T, _ca_view_type)
+    if not isinstance(T, Type):
+        return None
+    return _per_type("ca_kind", T, _ca_view_type)
 
 
-def _per_type(memo: dict[int, tuple[Type, Any]], T: Type, make: Callable[[Type], Any]) -> Any:
-    """``make(T)``, memoised in ``memo`` by ``id(T)`` (with ``T`` kept to check it: an id can
-    be reused once a Type is gone); the memo is emptied when it reaches 4096 Types."""
-    hit = memo.get(id(T))
-    if hit is not None and hit[0] is T:
-        return hit[1]
-    made = make(T)
-    if len(memo) >= 4096:
-        memo.clear()
-    memo[id(T)] = (T, made)
+_MISSING: Any = object()
+
+
+def _per_type(key: str, T: Type, make: Callable[[Type], Any]) -> Any:
+    """``make(T)``, kept in the Type's own cache under ``key``: Types are immutable, and a
+    search or a channel creation asks about the same few Types over and over."""
+    made = T._cache.get(key, _MISSING)
+    if made is _MISSING:
+        made = T._cache[key] = make(T)
     return made
 
 
@@ -646,8 +642,6 @@ _META_PATHS = (
     "control.limitHigh",
     "control.limitLow",
 )
-#: :func:`_meta_plan` by id(Type)
-_META_MEMO: dict[int, tuple[Type, tuple[int | str | None, ...]]] = {}
 
 
 def _meta_plan(T: Type) -> tuple[int | str | None, ...]:
@@ -669,9 +663,7 @@ def _meta_fields(V: Value) -> list[Any]:
     Value's storage (their getter is the identity), at indexes found once per Type."""
     vals = V._s.vals
     b = V._b
-    return [
-        vals[b + p] if type(p) is int else p and V.get(p) for p in _per_type(_META_MEMO, V._T, _meta_plan)
-    ]
+    return [vals[b + p] if type(p) is int else p and V.get(p) for p in _per_type("ca_meta", V._T, _meta_plan)]
 
 
 def ca_value(V: Value, kind: CAKind) -> np.ndarray:

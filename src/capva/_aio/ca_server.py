@@ -106,7 +106,6 @@ __all__ = ["CAServer", "CAView", "split_long_string_name"]
 
 _STRING = int(D.STRING)
 _LAST_PLAIN = int(D.DOUBLE)  # the plain types are 0 (STRING) .. 6 (DOUBLE)
-_WIRE_DTYPES = D.NATIVE_DTYPES
 _DBE_ALL = 0xFFFF
 _DBE_VALUE_LOG = 1 | 2
 _EMPTY = b""
@@ -743,7 +742,7 @@ class _Circuit(BatchedProtocol):
         native = int(view.kind.native)
         if data_type == native and n and (count == n or not count):
             # the value as it is, in wire byte order: read_payload's whole work in this case
-            enc = (value.astype(_WIRE_DTYPES[native]).tobytes(), n, ECA_NORMAL)
+            enc = (value.astype(D.NATIVE_DTYPES[native]).tobytes(), n, ECA_NORMAL)
         elif count > max(ch.count, n):
             return None  # ECA_BADCOUNT: the general path
         else:
